@@ -1,0 +1,671 @@
+//! One execution of a workflow: planning from what is committed, scheduling
+//! ready tasks, committing outputs, and finishing.
+//!
+//! Each planned task has two gates:
+//! - the *start gate* counts inputs whose value is not yet available (a Sync
+//!   input becomes available when durable, Async and Skip ones at once);
+//! - the *commit gate* counts inputs not yet committed, plus one for the task's
+//!   own completion. When it reaches zero the task's output is written (Sync,
+//!   Async) or counts as committed (Skip). So a task never commits before its
+//!   inputs, even when it ran on an Async parent's in-memory value.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::codec::{self, Kind};
+use crate::dag::{Built, Value};
+use crate::engine::Inner;
+use crate::error::EngineError;
+use crate::failpoint;
+use crate::id::WorkflowId;
+use crate::status::{State, StatusRecord};
+use crate::store::{put_once, PutOnce};
+use crate::task::{now_us, Checkpoint, TaskError, Timing, TimingRecord};
+use crate::TaskContext;
+
+/// What a task does in this execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Runs (not committed, or Skip and needed).
+    Run,
+    /// Committed earlier: its output is loaded if a running task reads it.
+    Stored,
+    /// Not needed.
+    Idle,
+}
+
+/// Decides the plan from the set of committed task ids: a task runs when it
+/// is not stored and is a sink, the output, or read by a task that runs.
+pub(crate) fn plan(dag: &Built, is_committed: impl Fn(&str) -> bool) -> Vec<Plan> {
+    let n = dag.nodes.len();
+    let stored: Vec<bool> = dag
+        .nodes
+        .iter()
+        .map(|node| node.opts.checkpoint != Checkpoint::Skip && is_committed(&node.id))
+        .collect();
+    let mut has_reader = vec![false; n];
+    let mut needed = vec![false; n];
+    for i in (0..n).rev() {
+        if i == dag.output {
+            needed[i] = true;
+        }
+        for &p in &dag.nodes[i].inputs {
+            has_reader[p] = true;
+        }
+    }
+    let mut plans = vec![Plan::Idle; n];
+    for i in (0..n).rev() {
+        let run = !stored[i] && (needed[i] || !has_reader[i]);
+        plans[i] = if stored[i] {
+            Plan::Stored
+        } else if run {
+            Plan::Run
+        } else {
+            Plan::Idle
+        };
+        if run {
+            for &p in &dag.nodes[i].inputs {
+                needed[p] = true;
+            }
+        }
+    }
+    plans
+}
+
+pub(crate) struct NodeRt {
+    pub plan: Plan,
+    start_gate: AtomicUsize,
+    commit_gate: AtomicUsize,
+    pub value: OnceLock<Value>,
+    /// A Sync output waiting for its commit, with its bytes.
+    pending: Mutex<Option<Value>>,
+    bytes: Mutex<Option<Vec<u8>>>,
+    committed: AtomicBool,
+    timing: Mutex<Timing>,
+    attempts: AtomicU32,
+    children: Vec<usize>,
+}
+
+/// A commit request for the committer.
+pub(crate) struct CommitReq {
+    pub run: Arc<Run>,
+    pub node: usize,
+    pub key: String,
+    pub bytes: Vec<u8>,
+}
+
+pub(crate) struct StatusState {
+    pub current: StatusRecord,
+    pub last_renew_ms: u64,
+}
+
+/// Why a run stops early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    None = 0,
+    Cancel = 1,
+    Stop = 2,
+}
+
+pub(crate) struct Run {
+    pub inner: Arc<Inner>,
+    pub wid: WorkflowId,
+    pub dag: Arc<Built>,
+    pub dag_name: String,
+    pub args: Vec<u8>,
+    pub durable: bool,
+    pub generation: u64,
+    pub nodes: Vec<NodeRt>,
+    active: AtomicUsize,
+    uncommitted: AtomicUsize,
+    failure: Mutex<Option<EngineError>>,
+    failed: AtomicBool,
+    fenced: AtomicBool,
+    halt: AtomicU32,
+    pub status: Mutex<Option<StatusState>>,
+    timings: Mutex<Vec<TimingRecord>>,
+    timing_seq: AtomicU32,
+    commit_cv: (Mutex<()>, Condvar),
+    done: Mutex<Option<Result<Value, EngineError>>>,
+    done_cv: Condvar,
+    pub started_us: u64,
+}
+
+impl Run {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        inner: Arc<Inner>,
+        wid: WorkflowId,
+        dag: Arc<Built>,
+        dag_name: String,
+        args: Vec<u8>,
+        generation: u64,
+        plans: Vec<Plan>,
+        status: Option<StatusState>,
+    ) -> Arc<Self> {
+        let n = dag.nodes.len();
+        let mut children = vec![Vec::new(); n];
+        for (i, node) in dag.nodes.iter().enumerate() {
+            for &p in &node.inputs {
+                if plans[i] == Plan::Run {
+                    children[p].push(i);
+                }
+            }
+        }
+        let nodes: Vec<NodeRt> = dag
+            .nodes
+            .iter()
+            .zip(children)
+            .enumerate()
+            .map(|(i, (node, children))| {
+                let running_inputs = if plans[i] == Plan::Run {
+                    node.inputs
+                        .iter()
+                        .filter(|&&p| plans[p] == Plan::Run)
+                        .count()
+                } else {
+                    0
+                };
+                NodeRt {
+                    plan: plans[i],
+                    start_gate: AtomicUsize::new(running_inputs),
+                    commit_gate: AtomicUsize::new(running_inputs + 1),
+                    value: OnceLock::new(),
+                    pending: Mutex::new(None),
+                    bytes: Mutex::new(None),
+                    committed: AtomicBool::new(plans[i] == Plan::Stored),
+                    timing: Mutex::new(Timing {
+                        ready_us: 0,
+                        start_us: 0,
+                        end_us: 0,
+                        durable_us: 0,
+                    }),
+                    attempts: AtomicU32::new(0),
+                    children,
+                }
+            })
+            .collect();
+        let uncommitted = plans.iter().filter(|p| **p == Plan::Run).count();
+        let durable = dag.durable();
+        Arc::new(Self {
+            inner,
+            wid,
+            dag,
+            dag_name,
+            args,
+            durable,
+            generation,
+            nodes,
+            active: AtomicUsize::new(0),
+            uncommitted: AtomicUsize::new(uncommitted),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
+            halt: AtomicU32::new(Halt::None as u32),
+            status: Mutex::new(status),
+            timings: Mutex::new(Vec::new()),
+            timing_seq: AtomicU32::new(0),
+            commit_cv: (Mutex::new(()), Condvar::new()),
+            done: Mutex::new(None),
+            done_cv: Condvar::new(),
+            started_us: now_us(),
+        })
+    }
+
+    pub fn task_key(&self, task_id: &str) -> String {
+        format!("workflows/{}/tasks/{task_id}", self.wid)
+    }
+
+    /// Starts the tasks whose inputs are all available.
+    pub fn start(self: &Arc<Self>) {
+        // Hold one unit of activity while seeding, so that finishing cannot
+        // begin before every ready task is scheduled.
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let ready: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].plan == Plan::Run
+                    && self.nodes[i].start_gate.load(Ordering::SeqCst) == 0
+            })
+            .collect();
+        for i in ready {
+            self.schedule(i);
+        }
+        self.deactivate();
+    }
+
+    fn schedule(self: &Arc<Self>, i: usize) {
+        self.nodes[i].timing.lock().ready_us = now_us();
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let run = self.clone();
+        self.inner.pool.spawn(Box::new(move || {
+            run.execute(i);
+            run.deactivate();
+        }));
+    }
+
+    pub fn deactivate(self: &Arc<Self>) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let run = self.clone();
+            self.inner.pool.spawn(Box::new(move || run.finish()));
+        }
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.failed.load(Ordering::SeqCst) || self.halt.load(Ordering::SeqCst) != Halt::None as u32
+    }
+
+    pub fn request_cancel(&self) {
+        let _ = self.halt.compare_exchange(
+            Halt::None as u32,
+            Halt::Cancel as u32,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        self.commit_cv.1.notify_all();
+    }
+
+    pub fn request_stop(&self) {
+        let _ = self.halt.compare_exchange(
+            Halt::None as u32,
+            Halt::Stop as u32,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.halt.load(Ordering::SeqCst) == Halt::Stop as u32
+    }
+
+    pub fn cancel_requested(&self) -> bool {
+        self.halt.load(Ordering::SeqCst) == Halt::Cancel as u32
+    }
+
+    /// Whether this run lost ownership: it must write nothing more.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    pub fn fail(&self, e: EngineError) {
+        if matches!(e, EngineError::Fenced { .. } | EngineError::Conflict { .. }) {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
+        let mut f = self.failure.lock();
+        if f.is_none() {
+            tracing::warn!(workflow = %self.wid, error = %e, "workflow failing");
+            *f = Some(e);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+        self.commit_cv.1.notify_all();
+    }
+
+    /// The value of input `p`, loading a stored one.
+    fn input_value(&self, p: usize) -> Result<Value, EngineError> {
+        if let Some(v) = self.nodes[p].value.get() {
+            return Ok(v.clone());
+        }
+        let node = &self.dag.nodes[p];
+        let key = self.task_key(&node.id);
+        let bytes = self.inner.store.get(&key)?.ok_or_else(|| {
+            EngineError::Internal(format!("committed output {key} disappeared from the store"))
+        })?;
+        let v = (node.codec.decode)(&key, &bytes)?;
+        Ok(self.nodes[p].value.get_or_init(|| v).clone())
+    }
+
+    fn execute(self: &Arc<Self>, i: usize) {
+        if self.is_halted() {
+            return;
+        }
+        let node = &self.dag.nodes[i];
+        let mut inputs = Vec::with_capacity(node.inputs.len());
+        for &p in &node.inputs {
+            match self.input_value(p) {
+                Ok(v) => inputs.push(v),
+                Err(e) => return self.fail(e),
+            }
+        }
+        let mut attempt = 0u32;
+        let outcome = loop {
+            attempt += 1;
+            if self.is_halted() {
+                return;
+            }
+            self.nodes[i].timing.lock().start_us = now_us();
+            let ctx = TaskContext {
+                run: self,
+                node: i,
+                attempt,
+            };
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| (node.func)(&ctx, &inputs)));
+            let failure = match r {
+                Ok(Ok(v)) => break Ok(v),
+                Ok(Err(f)) => f,
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned());
+                    crate::task::Failure::msg(format!("panicked: {msg}"))
+                }
+            };
+            if failure.is_fatal() || attempt > node.opts.max_retries {
+                break Err(TaskError {
+                    task: node.name.clone(),
+                    message: failure.message().to_owned(),
+                    attempts: attempt,
+                });
+            }
+            tracing::debug!(workflow = %self.wid, task = %node.name, attempt, error = %failure, "task failed, retrying");
+            std::thread::sleep(node.opts.backoff_for(attempt - 1));
+        };
+        self.nodes[i].timing.lock().end_us = now_us();
+        self.nodes[i].attempts.store(attempt, Ordering::Relaxed);
+        let value = match (node.codec.finish)(outcome) {
+            Ok(v) => v,
+            Err(error) => {
+                return self.fail(EngineError::TaskFailed {
+                    wid: self.wid.clone(),
+                    error,
+                })
+            }
+        };
+        if node.opts.checkpoint != Checkpoint::Skip {
+            match (node.codec.encode)(&*value) {
+                Ok(b) => *self.nodes[i].bytes.lock() = Some(b),
+                Err(e) => {
+                    return self.fail(EngineError::Encode {
+                        wid: self.wid.clone(),
+                        task: node.id.clone(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        failpoint::hit("task.after_compute");
+        match node.opts.checkpoint {
+            Checkpoint::Sync => *self.nodes[i].pending.lock() = Some(value),
+            Checkpoint::Async | Checkpoint::Skip => {
+                let _ = self.nodes[i].value.set(value);
+                self.release_value(i);
+            }
+        }
+        self.commit_gate_down(i);
+    }
+
+    fn release_value(self: &Arc<Self>, i: usize) {
+        for &c in &self.nodes[i].children {
+            if self.nodes[c].start_gate.fetch_sub(1, Ordering::SeqCst) == 1 && !self.is_halted() {
+                self.schedule(c);
+            }
+        }
+    }
+
+    /// The task's own completion: the last unit of its commit gate, unless an
+    /// input is still uncommitted.
+    fn commit_gate_down(self: &Arc<Self>, i: usize) {
+        if self.nodes[i].commit_gate.fetch_sub(1, Ordering::SeqCst) != 1 {
+            // Computed on an input's in-memory value; that input's commit
+            // will open the gate.
+            failpoint::hit("commit.waiting_for_parent");
+            return;
+        }
+        match self.dag.nodes[i].opts.checkpoint {
+            Checkpoint::Skip => self.mark_committed(i),
+            Checkpoint::Sync | Checkpoint::Async => self.enqueue_commit(i),
+        }
+    }
+
+    fn enqueue_commit(self: &Arc<Self>, i: usize) {
+        let Some(bytes) = self.nodes[i].bytes.lock().take() else {
+            return self.fail(EngineError::Internal(format!(
+                "task {} has no bytes to commit",
+                self.dag.nodes[i].id
+            )));
+        };
+        // A failed or canceled run still commits what it computed; a fenced
+        // one writes nothing more.
+        if self.is_fenced() {
+            return;
+        }
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let req = CommitReq {
+            run: self.clone(),
+            node: i,
+            key: self.task_key(&self.dag.nodes[i].id),
+            bytes,
+        };
+        if let Err(e) = self.inner.commits.send(req) {
+            e.0.run
+                .fail(EngineError::Internal("the committer stopped".to_owned()));
+            e.0.run.deactivate();
+        }
+    }
+
+    /// Called by the committer with the store's answer for node `i`.
+    pub fn committed(
+        self: &Arc<Self>,
+        i: usize,
+        key: &str,
+        bytes: &[u8],
+        result: Result<PutOnce, EngineError>,
+    ) {
+        let node = &self.dag.nodes[i];
+        match result {
+            Ok(PutOnce::Written) => {}
+            Ok(PutOnce::Differs(stored)) => {
+                if !node.opts.nondeterministic {
+                    return self.fail(EngineError::Nondeterministic {
+                        wid: self.wid.clone(),
+                        task: node.id.clone(),
+                        key: key.to_owned(),
+                    });
+                }
+                // A nondeterministic task committed by an earlier owner: its
+                // value wins. With Sync nothing read ours yet; with Async a
+                // reader may have, so the run must stop and be resumed.
+                if node.opts.checkpoint == Checkpoint::Async {
+                    return self.fail(EngineError::Conflict {
+                        wid: self.wid.clone(),
+                        message: format!("the output of nondeterministic task {} was committed by another owner while this one ran; resume to continue from the committed value", node.id),
+                    });
+                }
+                match (node.codec.decode)(key, &stored) {
+                    Ok(v) => {
+                        *self.nodes[i].pending.lock() = Some(v);
+                    }
+                    Err(e) => return self.fail(e.into()),
+                }
+            }
+            Err(e) => return self.fail(e),
+        }
+        let _ = bytes;
+        if node.opts.checkpoint == Checkpoint::Sync {
+            if let Some(v) = self.nodes[i].pending.lock().take() {
+                let _ = self.nodes[i].value.set(v);
+            }
+            self.release_value(i);
+        }
+        self.mark_committed(i);
+    }
+
+    fn mark_committed(self: &Arc<Self>, i: usize) {
+        let mut stack = vec![i];
+        while let Some(n) = stack.pop() {
+            self.nodes[n].committed.store(true, Ordering::SeqCst);
+            if self.dag.nodes[n].opts.checkpoint != Checkpoint::Skip {
+                self.nodes[n].timing.lock().durable_us = now_us();
+            }
+            self.record_timing(n);
+            self.uncommitted.fetch_sub(1, Ordering::SeqCst);
+            for &c in &self.nodes[n].children {
+                if self.nodes[c].commit_gate.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    if self.dag.nodes[c].opts.checkpoint == Checkpoint::Skip {
+                        stack.push(c);
+                    } else {
+                        self.enqueue_commit(c);
+                    }
+                }
+            }
+        }
+        let _g = self.commit_cv.0.lock();
+        self.commit_cv.1.notify_all();
+    }
+
+    fn record_timing(&self, n: usize) {
+        let rec = TimingRecord {
+            task_id: self.dag.nodes[n].id.clone(),
+            name: self.dag.nodes[n].name.clone(),
+            attempts: self.nodes[n].attempts.load(Ordering::Relaxed),
+            timing: *self.nodes[n].timing.lock(),
+        };
+        self.timings.lock().push(rec);
+    }
+
+    /// Whether every input of node `i` is committed.
+    pub fn inputs_committed(&self, i: usize) -> bool {
+        self.dag.nodes[i]
+            .inputs
+            .iter()
+            .all(|&p| self.nodes[p].committed.load(Ordering::SeqCst))
+    }
+
+    /// Blocks until every input of node `i` is committed, or the run halts.
+    pub fn wait_inputs_committed(&self, i: usize) -> bool {
+        let mut g = self.commit_cv.0.lock();
+        loop {
+            if self.inputs_committed(i) {
+                return true;
+            }
+            if self.failed.load(Ordering::SeqCst) || self.cancel_requested() {
+                return false;
+            }
+            self.commit_cv
+                .1
+                .wait_for(&mut g, std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Timing records gathered so far.
+    pub fn timings(&self) -> Vec<TimingRecord> {
+        self.timings.lock().clone()
+    }
+
+    fn finish(self: Arc<Self>) {
+        let failure = self.failure.lock().take();
+        let uncommitted = self.uncommitted.load(Ordering::SeqCst);
+        if self.is_fenced() {
+            // Not ours to write any more.
+            let e = failure
+                .unwrap_or_else(|| EngineError::Internal("fenced without an error".to_owned()));
+            self.complete(Err(e));
+            return;
+        }
+        let (state, outcome): (State, Result<Value, EngineError>) = if self.cancel_requested() {
+            (
+                State::Canceled,
+                Err(EngineError::Canceled(self.wid.clone())),
+            )
+        } else if self.stop_requested() && (failure.is_some() || uncommitted > 0) {
+            let message = match failure {
+                Some(e) => format!("stopped on request ({e}); resume to continue"),
+                None => "stopped on request; resume to continue".to_owned(),
+            };
+            (
+                State::Stopped,
+                Err(EngineError::BadState {
+                    wid: self.wid.clone(),
+                    state: State::Stopped,
+                    message,
+                }),
+            )
+        } else if let Some(e) = failure {
+            (State::Failed, Err(e))
+        } else if uncommitted != 0 {
+            (
+                State::Failed,
+                Err(EngineError::Internal(format!(
+                    "workflow {} stalled with {uncommitted} task(s) uncommitted",
+                    self.wid
+                ))),
+            )
+        } else {
+            match self.input_value(self.dag.output) {
+                Ok(v) => (State::Successful, Ok(v)),
+                Err(e) => (State::Failed, Err(e)),
+            }
+        };
+        if self.durable {
+            let error = outcome.as_ref().err().map(|e| e.to_string());
+            let flushed = self.flush_timings();
+            let written = crate::engine::write_final_status(&self, state, error);
+            let outcome = match (outcome, flushed.and(written)) {
+                (Ok(v), Ok(())) => Ok(v),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(e),
+            };
+            self.complete(outcome);
+        } else {
+            crate::journal::record_final(&self, state, outcome);
+        }
+    }
+
+    fn flush_timings(&self) -> Result<(), EngineError> {
+        let records = std::mem::take(&mut *self.timings.lock());
+        if records.is_empty() {
+            return Ok(());
+        }
+        let seq = self.timing_seq.fetch_add(1, Ordering::SeqCst);
+        let key = format!(
+            "workflows/{}/timings/g{:010}-{seq:06}",
+            self.wid, self.generation
+        );
+        let bytes = codec::encode(Kind::Timing, &records)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        match put_once(self.inner.store.as_ref(), &key, &bytes)? {
+            PutOnce::Written => Ok(()),
+            PutOnce::Differs(_) => Err(EngineError::Conflict {
+                wid: self.wid.clone(),
+                message: format!("timing record {key} was written by another owner"),
+            }),
+        }
+    }
+
+    /// Delivers the outcome to waiters.
+    pub fn complete(&self, outcome: Result<Value, EngineError>) {
+        self.inner.forget(&self.wid, self);
+        *self.done.lock() = Some(outcome);
+        self.done_cv.notify_all();
+    }
+
+    /// Waits for the outcome. The first waiter gets the error itself, later
+    /// ones its message.
+    pub fn wait(&self) -> Result<Value, EngineError> {
+        let mut g = self.done.lock();
+        while g.is_none() {
+            self.done_cv.wait(&mut g);
+        }
+        match g.take() {
+            Some(Ok(v)) => {
+                *g = Some(Ok(v.clone()));
+                Ok(v)
+            }
+            Some(Err(e)) => {
+                *g = Some(Err(EngineError::Internal(format!(
+                    "(reported earlier) {e}"
+                ))));
+                Err(e)
+            }
+            None => Err(EngineError::Internal("no outcome".to_owned())),
+        }
+    }
+
+    /// Whether the outcome is there.
+    pub fn is_done(&self) -> bool {
+        self.done.lock().is_some()
+    }
+}

@@ -1,0 +1,5 @@
+//! The `exoflow` command.
+
+fn main() {
+    println!("exoflow");
+}
