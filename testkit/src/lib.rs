@@ -1,0 +1,135 @@
+//! Test harnesses that start real servers on free loopback ports, wait until
+//! they answer, and stop them by PID when dropped.
+//!
+//! A test that needs a server starts it here, or fails loudly saying what is
+//! missing: it never passes because a server happened to be absent.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1");
+    l.local_addr().expect("local address").port()
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within {timeout:?}");
+}
+
+/// Finds an executable on PATH (or at the path given by the environment
+/// variable `env`).
+pub fn find_program(name: &str, env: &str) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A running moto S3 server.
+pub struct Moto {
+    child: Child,
+    /// Its endpoint, `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    port: u16,
+}
+
+static AWS_ENV: Once = Once::new();
+
+/// Sets the dummy credentials and region moto accepts, once per process,
+/// before any S3 client reads them.
+pub fn set_moto_credentials() {
+    AWS_ENV.call_once(|| {
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ] {
+            if std::env::var_os(k).is_none() {
+                // Done once, before the S3 tests start any client thread.
+                std::env::set_var(k, v);
+            }
+        }
+    });
+}
+
+impl Moto {
+    /// Starts `moto_server` on a free port and waits until it answers.
+    ///
+    /// Panics with the install command when moto is missing.
+    pub fn start() -> Self {
+        set_moto_credentials();
+        let program = find_program("moto_server", "MOTO_SERVER").unwrap_or_else(|| {
+            panic!("moto_server not found: install it with `pip install 'moto[server]==5.2.5'` (bash .ci/run does)")
+        });
+        let port = free_port();
+        let child = Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(30), "moto_server");
+        // Listening is not answering: wait for a real HTTP response.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if moto.http("GET", "/").is_some() {
+                return moto;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto_server on port {port} does not answer HTTP");
+    }
+
+    /// Sends a bare HTTP request; returns the status code.
+    pub fn http(&self, method: &str, path: &str) -> Option<u16> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        text.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Creates a bucket (path-style).
+    pub fn create_bucket(&self, bucket: &str) {
+        let code = self.http("PUT", &format!("/{bucket}"));
+        assert_eq!(code, Some(200), "creating bucket {bucket} on moto");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
