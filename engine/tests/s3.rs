@@ -46,7 +46,9 @@ fn a_workflow_runs_and_resumes_on_s3() -> R {
     let build = || {
         let mut dag = Dag::new();
         let a = dag.task("a", TaskOptions::sync(), |_| Ok(vec![3u64; 1000]));
-        let b = dag.task1("b", TaskOptions::asynchronous(), a, |_, v: &Vec<u64>| Ok(v.iter().sum::<u64>()));
+        let b = dag.task1("b", TaskOptions::asynchronous(), a, |_, v: &Vec<u64>| {
+            Ok(v.iter().sum::<u64>())
+        });
         let c = dag.task1("c", TaskOptions::skip(), b, |_, s: &u64| Ok(s * 2));
         dag.finish(c).expect("valid")
     };
@@ -59,7 +61,10 @@ fn a_workflow_runs_and_resumes_on_s3() -> R {
     assert_eq!(engine.task_output::<u64>(&wid, "0001.b")?, Some(3000));
     let info = engine.status(&wid)?;
     assert_eq!(info.state, exoflow_engine::State::Successful);
-    let err = engine.resume_workflow(&wid, &build(), ResumeOptions::default()).err().ok_or("skip output not stored")?;
+    let err = engine
+        .resume_workflow(&wid, &build(), ResumeOptions::default())
+        .err()
+        .ok_or("skip output not stored")?;
     assert!(err.to_string().contains("not stored"), "{err}");
     assert!(engine.delete(&wid, false)? > 0);
     assert!(store.list("workflows/")?.is_empty());

@@ -92,7 +92,11 @@ impl Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
         };
-        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(30), "moto_server");
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(30),
+            "moto_server",
+        );
         // Listening is not answering: wait for a real HTTP response.
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {

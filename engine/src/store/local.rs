@@ -242,6 +242,7 @@ impl Store for LocalStore {
     fn put_if_absent(&self, key: &str, value: &[u8]) -> Result<PutOutcome, StoreError> {
         let path = self.path(key)?;
         let tmp = self.write_temp(key, &path, value, true)?;
+        crate::failpoint::hit("local.before_publish");
         let outcome = self.publish(key, &tmp, &path)?;
         if outcome == PutOutcome::Created {
             if let Some(parent) = path.parent() {
@@ -284,6 +285,7 @@ impl Store for LocalStore {
                 })
                 .collect();
         }
+        crate::failpoint::hit("local.before_publish");
         // Phase 3: publish, then one flush for the directory entries.
         let mut out: Vec<Result<PutOutcome, StoreError>> = staged
             .into_iter()
