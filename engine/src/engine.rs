@@ -18,7 +18,7 @@ use crate::error::EngineError;
 use crate::failpoint;
 use crate::id::WorkflowId;
 use crate::journal::{self, JournalItem, RunRecord};
-use crate::run::{plan, CommitReq, Plan, Run, StatusState};
+use crate::run::{plan, Commit, CommitReq, Plan, Run, StatusState};
 use crate::status::{decide_resume, now_ms, Decision, Meta, Owner, State, StatusRecord};
 use crate::store::retry::{RetryPolicy, RetryStore};
 use crate::store::{compare_existing, PutOnce, PutOutcome, SharedStore, Store};
@@ -99,7 +99,7 @@ type BuildFn = Arc<dyn Fn(&[u8]) -> Result<Arc<Built>, EngineError> + Send + Syn
 pub(crate) struct Inner {
     pub store: SharedStore,
     pub pool: Pool,
-    pub commits: Sender<CommitReq>,
+    pub commits: Sender<Commit>,
     pub journal: Sender<JournalItem>,
     pub instance: String,
     pub owner: Owner,
@@ -110,6 +110,24 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Hands a record to the committer; `done` gets the store's answer.
+    pub fn send_record(
+        &self,
+        key: String,
+        bytes: Vec<u8>,
+        done: Box<dyn FnOnce(Result<PutOutcome, crate::store::StoreError>) + Send>,
+    ) {
+        if let Err(e) = self.commits.send(Commit::Record { key, bytes, done }) {
+            if let Commit::Record { done, key, .. } = e.0 {
+                done(Err(crate::store::StoreError::Permanent {
+                    op: "commit",
+                    key,
+                    message: "the committer stopped".to_owned(),
+                }));
+            }
+        }
+    }
+
     pub fn forget(&self, wid: &WorkflowId, run: &Run) {
         let mut runs = self.runs.lock();
         if let Some(w) = runs.get(wid) {
@@ -339,25 +357,37 @@ pub(crate) fn write_final_status(
     }
 }
 
-fn committer(rx: Receiver<CommitReq>, store: SharedStore, batch_max: usize) {
+fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
     const BATCH_BYTES: usize = 64 << 20;
+    let size = |c: &Commit| match c {
+        Commit::Output(r) => r.bytes.len(),
+        Commit::Record { bytes, .. } => bytes.len(),
+    };
     while let Ok(first) = rx.recv() {
+        let mut bytes = size(&first);
         let mut batch = vec![first];
-        let mut bytes = batch[0].bytes.len();
         while batch.len() < batch_max && bytes < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(r) => {
-                    bytes += r.bytes.len();
-                    batch.push(r);
+                Ok(c) => {
+                    bytes += size(&c);
+                    batch.push(c);
                 }
                 Err(_) => break,
+            }
+        }
+        let mut outputs: Vec<CommitReq> = Vec::new();
+        let mut records = Vec::new();
+        for c in batch {
+            match c {
+                Commit::Output(r) => outputs.push(r),
+                Commit::Record { key, bytes, done } => records.push((key, bytes, done)),
             }
         }
         // A run whose lease lapsed (the process was paused, say) must learn
         // whether it still owns the workflow before it writes.
         let now = now_ms();
         let mut checked: HashSet<*const Run> = HashSet::new();
-        for req in &batch {
+        for req in &outputs {
             if checked.insert(Arc::as_ptr(&req.run)) {
                 let lapsed = req
                     .run
@@ -371,30 +401,50 @@ fn committer(rx: Receiver<CommitReq>, store: SharedStore, batch_max: usize) {
             }
         }
         let (live, dead): (Vec<CommitReq>, Vec<CommitReq>) =
-            batch.into_iter().partition(|r| !r.run.is_fenced());
+            outputs.into_iter().partition(|r| !r.run.is_fenced());
         for r in dead {
             r.run.deactivate();
         }
-        if live.is_empty() {
+        if live.is_empty() && records.is_empty() {
             continue;
+        }
+        let has_status = records.iter().any(|(k, _, _)| k.contains("/status/"));
+        if has_status {
+            failpoint::hit("status.before_write");
         }
         failpoint::hit("commit.before_write");
         let items: Vec<(&str, &[u8])> = live
             .iter()
             .map(|r| (r.key.as_str(), r.bytes.as_slice()))
+            .chain(records.iter().map(|(k, b, _)| (k.as_str(), b.as_slice())))
             .collect();
-        let results = store.put_many_if_absent(&items);
+        let mut results = store.put_many_if_absent(&items).into_iter();
         failpoint::hit("commit.after_write");
-        for (req, r) in live.iter().zip(results) {
-            let r = match r {
-                Ok(PutOutcome::Created) => Ok(PutOnce::Written),
-                Ok(PutOutcome::AlreadyExists) => {
+        if has_status {
+            failpoint::hit("status.after_write");
+        }
+        for req in &live {
+            let r = match results.next() {
+                Some(Ok(PutOutcome::Created)) => Ok(PutOnce::Written),
+                Some(Ok(PutOutcome::AlreadyExists)) => {
                     compare_existing(store.as_ref(), &req.key, &req.bytes)
                         .map_err(EngineError::from)
                 }
-                Err(e) => Err(EngineError::from(e)),
+                Some(Err(e)) => Err(EngineError::from(e)),
+                None => Err(EngineError::Internal(
+                    "the store answered fewer items than asked".to_owned(),
+                )),
             };
             req.run.committed(req.node, &req.key, &req.bytes, r);
+        }
+        for (key, _, done) in records {
+            done(results.next().unwrap_or_else(|| {
+                Err(crate::store::StoreError::Permanent {
+                    op: "commit",
+                    key,
+                    message: "the store answered fewer items than asked".to_owned(),
+                })
+            }));
         }
         for req in live {
             req.run.deactivate();
@@ -611,7 +661,6 @@ impl Engine {
             journal::record_start(&run);
             return Ok(self.launch(run));
         }
-        let store = self.inner.store.as_ref();
         let meta = Meta {
             dag: dag_name.clone(),
             args: args.clone(),
@@ -619,11 +668,6 @@ impl Engine {
             created_ms: now_ms(),
             tasks: built.nodes.len() as u64,
         };
-        if store.put_if_absent(&meta_key(&wid), &encode(Kind::Meta, &meta)?)?
-            == PutOutcome::AlreadyExists
-        {
-            return Err(EngineError::AlreadyExists(wid));
-        }
         let status = StatusRecord {
             version: 1,
             state: State::Running,
@@ -633,22 +677,15 @@ impl Engine {
             updated_ms: now_ms(),
             error: None,
         };
-        if let Err(winner) = write_next(store, &wid, &status)? {
-            return Err(EngineError::Conflict {
-                wid,
-                message: format!(
-                    "another process wrote its first status at the same time ({:?})",
-                    winner.state
-                ),
-            });
-        }
+        let meta_bytes = encode(Kind::Meta, &meta)?;
+        let status_bytes = encode(Kind::Status, &status)?;
         let st = StatusState {
             current: status,
             last_renew_ms: now_ms(),
         };
         let run = Run::new(
             self.inner.clone(),
-            wid,
+            wid.clone(),
             built,
             dag_name,
             args,
@@ -656,7 +693,53 @@ impl Engine {
             plans,
             Some(st),
         );
-        Ok(self.launch(run))
+        self.inner
+            .runs
+            .lock()
+            .insert(wid.clone(), Arc::downgrade(&run));
+        // The metadata, then the first status version, group-committed with
+        // other runs' records; the run starts once both are durable.
+        let r = run.clone();
+        let commits = self.inner.commits.clone();
+        let status_key = status_key(&wid, 1);
+        self.inner.send_record(
+            meta_key(&wid),
+            meta_bytes,
+            Box::new(move |res| match res {
+                Ok(PutOutcome::Created) => {
+                    let r2 = r.clone();
+                    let record = Commit::Record {
+                        key: status_key,
+                        bytes: status_bytes,
+                        done: Box::new(move |res| match res {
+                            Ok(PutOutcome::Created) => r2.start(),
+                            Ok(PutOutcome::AlreadyExists) => {
+                                r2.complete(Err(EngineError::Conflict {
+                                    wid: r2.wid.clone(),
+                                    message:
+                                        "another process wrote its first status at the same time"
+                                            .to_owned(),
+                                }))
+                            }
+                            Err(e) => r2.complete(Err(e.into())),
+                        }),
+                    };
+                    if commits.send(record).is_err() {
+                        r.complete(Err(EngineError::Internal(
+                            "the committer stopped".to_owned(),
+                        )));
+                    }
+                }
+                Ok(PutOutcome::AlreadyExists) => {
+                    r.complete(Err(EngineError::AlreadyExists(r.wid.clone())))
+                }
+                Err(e) => r.complete(Err(e.into())),
+            }),
+        );
+        Ok(RunHandle {
+            run,
+            _o: PhantomData,
+        })
     }
 
     fn launch<O: Data>(&self, run: Arc<Run>) -> RunHandle<O> {
@@ -731,12 +814,17 @@ impl Engine {
         }
         let mut waited = false;
         let (current, generation) = loop {
-            let current =
-                latest_status(store.as_ref(), wid)?.ok_or_else(|| EngineError::Conflict {
-                    wid: wid.clone(),
-                    message: "it has metadata but no status yet (being created right now?)"
-                        .to_owned(),
-                })?;
+            // Metadata without a status: its creator died between the two
+            // writes; version 1 is then written by whoever resumes first.
+            let current = latest_status(store.as_ref(), wid)?.unwrap_or(StatusRecord {
+                version: 0,
+                state: State::Failed,
+                generation: 0,
+                owner: None,
+                lease_until_ms: 0,
+                updated_ms: 0,
+                error: None,
+            });
             match decide_resume(&current, now_ms(), opts.force) {
                 Decision::TakeOver { generation } => break (current, generation),
                 Decision::AlreadySucceeded => return self.finished_output(wid, built, meta),

@@ -22,7 +22,7 @@ use crate::error::EngineError;
 use crate::failpoint;
 use crate::id::WorkflowId;
 use crate::status::{State, StatusRecord};
-use crate::store::{put_once, PutOnce};
+use crate::store::PutOnce;
 use crate::task::{now_us, Checkpoint, TaskError, Timing, TimingRecord};
 use crate::TaskContext;
 
@@ -89,7 +89,18 @@ pub(crate) struct NodeRt {
     children: Vec<usize>,
 }
 
-/// A commit request for the committer.
+/// What the committer writes: task outputs, and records (metadata, status
+/// versions, timings) whose callback gets the store's answer.
+pub(crate) enum Commit {
+    Output(CommitReq),
+    Record {
+        key: String,
+        bytes: Vec<u8>,
+        done: Box<dyn FnOnce(Result<crate::store::PutOutcome, crate::store::StoreError>) + Send>,
+    },
+}
+
+/// A task output for the committer.
 pub(crate) struct CommitReq {
     pub run: Arc<Run>,
     pub node: usize,
@@ -439,10 +450,12 @@ impl Run {
             key: self.task_key(&self.dag.nodes[i].id),
             bytes,
         };
-        if let Err(e) = self.inner.commits.send(req) {
-            e.0.run
-                .fail(EngineError::Internal("the committer stopped".to_owned()));
-            e.0.run.deactivate();
+        if let Err(e) = self.inner.commits.send(Commit::Output(req)) {
+            if let Commit::Output(req) = e.0 {
+                req.run
+                    .fail(EngineError::Internal("the committer stopped".to_owned()));
+                req.run.deactivate();
+            }
         }
     }
 
@@ -600,38 +613,99 @@ impl Run {
             }
         };
         if self.durable {
-            let error = outcome.as_ref().err().map(|e| e.to_string());
-            let flushed = self.flush_timings();
-            let written = crate::engine::write_final_status(&self, state, error);
-            let outcome = match (outcome, flushed.and(written)) {
-                (Ok(v), Ok(())) => Ok(v),
-                (Err(e), _) => Err(e),
-                (Ok(_), Err(e)) => Err(e),
-            };
-            self.complete(outcome);
+            self.write_final(state, outcome);
         } else {
             crate::journal::record_final(&self, state, outcome);
         }
     }
 
-    fn flush_timings(&self) -> Result<(), EngineError> {
+    /// Group-commits the timing records and the final status, then completes.
+    fn write_final(self: Arc<Self>, state: State, outcome: Result<Value, EngineError>) {
+        let error = outcome.as_ref().err().map(|e| e.to_string());
         let records = std::mem::take(&mut *self.timings.lock());
-        if records.is_empty() {
-            return Ok(());
+        if !records.is_empty() {
+            let seq = self.timing_seq.fetch_add(1, Ordering::SeqCst);
+            let key = format!(
+                "workflows/{}/timings/g{:010}-{seq:06}",
+                self.wid, self.generation
+            );
+            match codec::encode(Kind::Timing, &records) {
+                Ok(bytes) => {
+                    let wid = self.wid.clone();
+                    let _ = self.inner.commits.send(Commit::Record {
+                        key,
+                        bytes,
+                        done: Box::new(move |r| {
+                            if let Err(e) = r {
+                                tracing::warn!(workflow = %wid, error = %e, "timing records not written");
+                            }
+                        }),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(workflow = %self.wid, error = %e, "timing records not encoded")
+                }
+            }
         }
-        let seq = self.timing_seq.fetch_add(1, Ordering::SeqCst);
-        let key = format!(
-            "workflows/{}/timings/g{:010}-{seq:06}",
-            self.wid, self.generation
-        );
-        let bytes = codec::encode(Kind::Timing, &records)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        match put_once(self.inner.store.as_ref(), &key, &bytes)? {
-            PutOnce::Written => Ok(()),
-            PutOnce::Differs(_) => Err(EngineError::Conflict {
-                wid: self.wid.clone(),
-                message: format!("timing record {key} was written by another owner"),
+        let next = {
+            let guard = self.status.lock();
+            guard.as_ref().map(|st| StatusRecord {
+                version: st.current.version + 1,
+                state,
+                generation: self.generation,
+                owner: None,
+                lease_until_ms: 0,
+                updated_ms: crate::status::now_ms(),
+                error: error.clone(),
+            })
+        };
+        let Some(next) = next else {
+            self.complete(outcome);
+            return;
+        };
+        let bytes = match codec::encode(Kind::Status, &next) {
+            Ok(b) => b,
+            Err(e) => {
+                self.complete(Err(EngineError::Internal(format!(
+                    "encoding a status: {e}"
+                ))));
+                return;
+            }
+        };
+        let key = crate::engine::status_key(&self.wid, next.version);
+        let run = self.clone();
+        let sent = self.inner.commits.send(Commit::Record {
+            key,
+            bytes,
+            done: Box::new(move |r| match r {
+                Ok(crate::store::PutOutcome::Created) => {
+                    if let Some(st) = run.status.lock().as_mut() {
+                        st.current = next;
+                    }
+                    run.complete(outcome);
+                }
+                // Someone wrote a version meanwhile (a cancel or stop request,
+                // a takeover): settle it on the slow path.
+                _ => {
+                    let r2 = run.clone();
+                    run.inner.pool.spawn(Box::new(move || {
+                        let written = crate::engine::write_final_status(&r2, state, error);
+                        r2.complete(match (outcome, written) {
+                            (Ok(v), Ok(())) => Ok(v),
+                            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                        });
+                    }));
+                }
             }),
+        });
+        if let Err(e) = sent {
+            if let Commit::Record { done, .. } = e.0 {
+                done(Err(crate::store::StoreError::Permanent {
+                    op: "final status",
+                    key: String::new(),
+                    message: "the committer stopped".to_owned(),
+                }));
+            }
         }
     }
 

@@ -242,7 +242,12 @@ fn finish_and_compare(
     want_result: &str,
 ) {
     let c = checked_attempt(dir, attempt, None, None);
-    assert!(c.status.success(), "final resume failed: {:?}", c.status);
+    assert!(
+        c.status.success(),
+        "final resume failed: {:?}: {}",
+        c.status,
+        std::fs::read_to_string(dir.join(format!("stderr-{attempt}.log"))).unwrap_or_default()
+    );
     let got = outputs(&dir.join("store"));
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
@@ -319,8 +324,9 @@ fn killed_at_named_failpoints_the_dag_resumes_to_the_same_outputs() {
         let c = checked_attempt(&dir, 2, Some(fp), None);
         assert!(
             c.status.signal() == Some(libc_sigkill()) || c.status.success(),
-            "{fp}: {:?}",
-            c.status
+            "{fp}: {:?}: {}",
+            c.status,
+            std::fs::read_to_string(dir.join("stderr-2.log")).unwrap_or_default()
         );
         finish_and_compare(&dir, 3, &want, &want_result);
     }

@@ -72,7 +72,7 @@ impl LocalStore {
 
     /// Creates the parent directories of `path`, fsyncing each new one into its
     /// parent.
-    fn make_parents(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+    fn make_parents(&self, key: &str, path: &Path, sync: bool) -> Result<(), StoreError> {
         let Some(parent) = path.parent() else {
             return Ok(());
         };
@@ -91,7 +91,7 @@ impl LocalStore {
         for dir in missing.iter().rev() {
             match fs::create_dir(dir) {
                 Ok(()) => {
-                    if let Some(up) = dir.parent() {
+                    if let Some(up) = dir.parent().filter(|_| sync) {
                         self.sync_dir(key, up)?;
                     }
                 }
@@ -118,7 +118,8 @@ impl LocalStore {
         value: &[u8],
         sync: bool,
     ) -> Result<PathBuf, StoreError> {
-        self.make_parents(key, path)?;
+        // In a group commit (`sync` false) one syncfs covers the new directories.
+        self.make_parents(key, path, sync)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
