@@ -94,7 +94,13 @@ const SIZES: [(usize, &str); 5] = [
 
 /// One producer -> consumer run; returns the time from the producer's return
 /// to the consumer's start (from the engine's task timings).
-fn hop(engine: &Engine, payload: &Arc<Vec<u8>>, mode: Checkpoint, n: &mut u64) -> Duration {
+fn hop(
+    engine: &Engine,
+    payload: &Arc<Vec<u8>>,
+    mode: Checkpoint,
+    tag: &str,
+    n: &mut u64,
+) -> Duration {
     *n += 1;
     let mut dag = Dag::new();
     let p = payload.clone();
@@ -105,7 +111,7 @@ fn hop(engine: &Engine, payload: &Arc<Vec<u8>>, mode: Checkpoint, n: &mut u64) -
         Ok(b.len() as u64)
     });
     let wf = dag.finish(consume).expect("dag");
-    let wid = WorkflowId::new(format!("hop-{n}")).expect("id");
+    let wid = WorkflowId::new(format!("hop-{tag}-{n}")).expect("id");
     let h = engine.submit_workflow(&wid, &wf).expect("submit");
     h.wait().expect("run");
     let t = h.timings();
@@ -182,12 +188,13 @@ fn fig8a(c: &mut Criterion) {
                     continue; // moto keeps objects in memory; 128 MiB x samples is too much for it.
                 }
                 let mut n = 0;
+                let tag = format!("{store_name}-{mode:?}-{label}");
                 g.bench_function(
                     BenchmarkId::new(format!("{store_name}/{mode:?}"), label),
                     |b| {
                         b.iter_custom(|iters| {
                             (0..iters)
-                                .map(|_| hop(&engine, &payload, mode, &mut n))
+                                .map(|_| hop(&engine, &payload, mode, &tag, &mut n))
                                 .sum()
                         })
                     },

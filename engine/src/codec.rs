@@ -120,8 +120,10 @@ pub fn wrap(kind: Kind, payload: &[u8]) -> Vec<u8> {
 
 /// Serializes `value` with postcard behind a header.
 pub fn encode<T: Serialize + ?Sized>(kind: Kind, value: &T) -> Result<Vec<u8>, postcard::Error> {
-    let buf = postcard::to_extend(value, begin(64))?;
-    let mut buf = buf;
+    // Size first, so that a large payload is copied once into a buffer of
+    // the right size.
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())?;
+    let mut buf = postcard::to_extend(value, begin(size))?;
     seal(&mut buf, kind);
     Ok(buf)
 }

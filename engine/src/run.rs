@@ -385,8 +385,19 @@ impl Run {
                 })
             }
         };
-        if node.opts.checkpoint != Checkpoint::Skip {
-            match (node.codec.encode)(&*value) {
+        failpoint::hit("task.after_compute");
+        // Async and Skip outputs go downstream at once; the Async encoding
+        // then overlaps with the readers.
+        let keep = match node.opts.checkpoint {
+            Checkpoint::Sync => Some(value),
+            Checkpoint::Async | Checkpoint::Skip => {
+                let _ = self.nodes[i].value.set(value.clone());
+                self.release_value(i);
+                (node.opts.checkpoint == Checkpoint::Async).then_some(value)
+            }
+        };
+        if let Some(value) = &keep {
+            match (node.codec.encode)(&**value) {
                 Ok(b) => *self.nodes[i].bytes.lock() = Some(b),
                 Err(e) => {
                     return self.fail(EngineError::Encode {
@@ -397,13 +408,8 @@ impl Run {
                 }
             }
         }
-        failpoint::hit("task.after_compute");
-        match node.opts.checkpoint {
-            Checkpoint::Sync => *self.nodes[i].pending.lock() = Some(value),
-            Checkpoint::Async | Checkpoint::Skip => {
-                let _ = self.nodes[i].value.set(value);
-                self.release_value(i);
-            }
+        if node.opts.checkpoint == Checkpoint::Sync {
+            *self.nodes[i].pending.lock() = keep;
         }
         self.commit_gate_down(i);
     }
@@ -622,7 +628,7 @@ impl Run {
     /// Group-commits the timing records and the final status, then completes.
     fn write_final(self: Arc<Self>, state: State, outcome: Result<Value, EngineError>) {
         let error = outcome.as_ref().err().map(|e| e.to_string());
-        let records = std::mem::take(&mut *self.timings.lock());
+        let records = self.timings.lock().clone();
         if !records.is_empty() {
             let seq = self.timing_seq.fetch_add(1, Ordering::SeqCst);
             let key = format!(

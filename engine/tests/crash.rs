@@ -122,7 +122,7 @@ fn crash_child_entry() {
     } else {
         engine.run_workflow(&wid, &wf)
     }
-    .expect("workflow finishes");
+    .unwrap_or_else(|e| panic!("workflow failed: {e}"));
     std::fs::write(result, out.to_string()).expect("write result");
 }
 
@@ -151,8 +151,8 @@ fn spawn_child(
     .env("CRASH_RESULT", dir.join("result"))
     .env_remove("EXOFLOW_FAILPOINTS")
     .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    .stdout(std::fs::File::create(dir.join(format!("stdout-{attempt}.log"))).expect("stdout file"))
+    .stderr(std::fs::File::create(dir.join(format!("stderr-{attempt}.log"))).expect("stderr file"));
     if let Some(fp) = failpoints {
         cmd.env("EXOFLOW_FAILPOINTS", fp);
     }
@@ -330,4 +330,50 @@ fn killed_at_named_failpoints_the_dag_resumes_to_the_same_outputs() {
         );
         finish_and_compare(&dir, 3, &want, &want_result);
     }
+}
+
+#[test]
+fn two_processes_resuming_one_workflow_exactly_one_proceeds() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (want, want_result, took) = reference(&tmp.path().join("reference"));
+    let dir = tmp.path().join("race");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // A workflow whose owner was killed early.
+    let c = checked_attempt(&dir, 1, None, Some(took / 50));
+    assert_eq!(
+        c.status.signal(),
+        Some(libc_sigkill()),
+        "the first owner was not killed"
+    );
+    // Two resumers at once, in separate processes.
+    let d1 = dir.clone();
+    let d2 = dir.clone();
+    let a = std::thread::spawn(move || spawn_child(&d1, 2, None, None));
+    let b = std::thread::spawn(move || spawn_child(&d2, 3, None, None));
+    let (a, b) = (a.join().expect("a"), b.join().expect("b"));
+    let ran = |c: &Child| !executed(&c.log).is_empty();
+    assert!(
+        ran(&a) != ran(&b),
+        "exactly one resumer may run tasks (a ran: {}, b ran: {})",
+        ran(&a),
+        ran(&b)
+    );
+    let (winner, loser, loser_attempt) = if ran(&a) { (a, b, 3) } else { (b, a, 2) };
+    assert!(
+        winner.status.success(),
+        "the resumer that took over failed: {:?}",
+        winner.status
+    );
+    if !loser.status.success() {
+        let out = std::fs::read_to_string(dir.join(format!("stdout-{loser_attempt}.log")))
+            .unwrap_or_default()
+            + &std::fs::read_to_string(dir.join(format!("stderr-{loser_attempt}.log")))
+                .unwrap_or_default();
+        assert!(
+            out.contains("is owned by") || out.contains("changed it while this one took over"),
+            "the other resumer must stop with a clear error ({:?}), said: {out}",
+            loser.status
+        );
+    }
+    finish_and_compare(&dir, 4, &want, &want_result);
 }
