@@ -1,0 +1,91 @@
+//! # exoflow-graph: exact TunkRank
+//!
+//! Influence on a follower graph. The graph, the value and the result file are
+//! defined once, here, and every implementation computes the same bits.
+//!
+//! **The graph.** An edge operation `(a, b)` means *b follows a*. The graph
+//! after a sequence of operations is the set of pairs `(a, b)` with `a != b`
+//! whose last operation is an insert: duplicates and removals of missing
+//! edges are no-ops, self-loops are dropped. `following(b)` is the number of
+//! nodes b follows, `F(a)` the followers of a. The influence table lists
+//! exactly the nodes with at least one follower.
+//!
+//! **The value.** In real numbers, with p = 0.00037,
+//! `infl(a) = sum over b in F(a) of (1 + p * infl(b)) / following(b)`.
+//! In fixed point (`x = value * 10^9`, `u64`, integer division):
+//! `term(b) = (10^9 + (37 * x(b)) / 100000) / following(b)` (the product in
+//! `u128`) and `F(x)(a) = sum over b in F(a) of term(b)` (checked). The result
+//! is the **least fixpoint** of `F`, reached by iterating from `x = 0`: `F` is
+//! monotone, so the iterates rise to it and stop there exactly.
+//!
+//! ```
+//! use exoflow_graph::{reference, EdgeOp};
+//! // 2 and 3 follow 1; 3 follows only 1, 2 also follows 3.
+//! let ops = [EdgeOp::insert(1, 2), EdgeOp::insert(1, 3), EdgeOp::insert(3, 2)];
+//! let table = reference::tunkrank(&reference::Graph::from_ops(&ops)).unwrap();
+//! assert_eq!(table, vec![(1, 1_500_185_000), (3, 500_000_000)]);
+//! ```
+#![deny(missing_docs)]
+
+pub mod reference;
+pub mod table;
+
+pub use table::{digest, format_fixed, write_csv, Table};
+
+/// The fixed-point scale: a value of 1.0 is `ONE`.
+pub const ONE: u64 = 1_000_000_000;
+/// p = `P_NUM / P_DEN` = 0.00037.
+pub const P_NUM: u128 = 37;
+/// See [`P_NUM`].
+pub const P_DEN: u128 = 100_000;
+/// p as a float, for the f64 reference.
+pub const P: f64 = 0.00037;
+
+/// One edge operation on the graph: `dst` follows (insert) or unfollows
+/// (remove) `src`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeOp {
+    /// The followed node.
+    pub src: u64,
+    /// The follower.
+    pub dst: u64,
+    /// Insert (true) or remove (false).
+    pub insert: bool,
+}
+
+impl EdgeOp {
+    /// `dst` follows `src`.
+    pub fn insert(src: u64, dst: u64) -> Self {
+        Self {
+            src,
+            dst,
+            insert: true,
+        }
+    }
+
+    /// `dst` unfollows `src`.
+    pub fn remove(src: u64, dst: u64) -> Self {
+        Self {
+            src,
+            dst,
+            insert: false,
+        }
+    }
+}
+
+/// The fixed-point sum overflowed 64 bits at a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the influence of node {node} overflows 64-bit fixed point")]
+pub struct Overflow {
+    /// The node.
+    pub node: u64,
+}
+
+/// `term(b)` for a follower with value `x` that follows `following` nodes.
+#[inline]
+pub fn term(x: u64, following: u64) -> u64 {
+    let boost = (P_NUM * u128::from(x)) / P_DEN;
+    // x <= u64::MAX, so boost < 2^64 / 2700 and the sum fits in u128.
+    let num = u128::from(ONE) + boost;
+    (num / u128::from(following.max(1))) as u64
+}
