@@ -94,6 +94,11 @@ impl TaskContext<'_> {
         F: Fn(&SpawnContext) -> TaskResult<O> + Send + 'static,
     {
         validate_component("spawn key", key, 100).map_err(Failure::fatal)?;
+        if opts.nondeterministic && opts.checkpoint == Checkpoint::Skip {
+            return Err(Failure::fatal(format!(
+                "spawned task {key} is nondeterministic, so its output must be checkpointed (Sync or Async), not Skip"
+            )));
+        }
         let id = format!("{}.{key}", self.task_id());
         let run = self.run.clone();
         let node = self.node;
@@ -142,6 +147,16 @@ impl SpawnContext {
 pub struct Spawned<O> {
     handle: Option<std::thread::JoinHandle<Result<Arc<O>, TaskError>>>,
     _o: PhantomData<fn() -> O>,
+}
+
+impl<O> Drop for Spawned<O> {
+    /// A spawned task never outlives the handle: dropping it waits for the
+    /// task, so that nothing it writes lands after its parent's run ended.
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl<O> Spawned<O> {

@@ -76,7 +76,11 @@ impl Pool {
                 .name(format!("exoflow-worker-{i}"))
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
-                        job();
+                        // A job catches its own task's panics; this keeps the
+                        // worker alive whatever else panics.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!("a worker job panicked");
+                        }
                     }
                 });
             if let Err(e) = spawned {
@@ -106,6 +110,8 @@ pub(crate) struct Inner {
     pub opts: EngineOptions,
     registry: RwLock<HashMap<String, BuildFn>>,
     runs: Mutex<HashMap<WorkflowId, Weak<Run>>>,
+    /// Ids being started or resumed by this engine (taken under `runs`).
+    claims: Mutex<HashSet<WorkflowId>>,
     counter: AtomicU64,
 }
 
@@ -397,6 +403,23 @@ fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
                     .is_some_and(|s| s.current.lease_until_ms <= now);
                 if lapsed {
                     renew(&req.run);
+                    let still = req
+                        .run
+                        .status
+                        .lock()
+                        .as_ref()
+                        .is_some_and(|s| s.current.lease_until_ms <= now_ms());
+                    if still && !req.run.is_fenced() {
+                        req.run
+                            .fail(EngineError::Store(crate::store::StoreError::Transient {
+                            op: "renew lease",
+                            key: status_key(&req.run.wid, 0),
+                            message:
+                                "the lease lapsed and could not be renewed; nothing more is written"
+                                    .to_owned(),
+                        }));
+                        req.run.fence();
+                    }
                 }
             }
         }
@@ -418,7 +441,22 @@ fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
             .map(|r| (r.key.as_str(), r.bytes.as_slice()))
             .chain(records.iter().map(|(k, b, _)| (k.as_str(), b.as_slice())))
             .collect();
-        let mut results = store.put_many_if_absent(&items).into_iter();
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.put_many_if_absent(&items)
+        }))
+        .unwrap_or_else(|_| {
+            items
+                .iter()
+                .map(|(k, _)| {
+                    Err(crate::store::StoreError::Permanent {
+                        op: "commit",
+                        key: (*k).to_owned(),
+                        message: "the store panicked".to_owned(),
+                    })
+                })
+                .collect()
+        });
+        let mut results = results.into_iter();
         failpoint::hit("commit.after_write");
         if has_status {
             failpoint::hit("status.after_write");
@@ -480,6 +518,18 @@ fn lease_keeper(inner: Weak<Inner>) {
 
 static ENGINES: AtomicU64 = AtomicU64::new(0);
 
+/// A reservation of a workflow id in one engine (see `Engine::claim`).
+struct Claim<'a> {
+    inner: &'a Inner,
+    wid: WorkflowId,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.inner.claims.lock().remove(&self.wid);
+    }
+}
+
 impl Engine {
     /// An engine over `store` with default options.
     pub fn new(store: SharedStore) -> Self {
@@ -521,6 +571,7 @@ impl Engine {
             opts,
             registry: RwLock::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashSet::new()),
             counter: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
@@ -625,9 +676,13 @@ impl Engine {
         ))?)
     }
 
-    fn claim_in_process(&self, wid: &WorkflowId) -> Result<(), EngineError> {
+    /// Reserves `wid` in this engine: a second start or resume of the same id
+    /// in this process fails at once. The reservation ends when the claim is
+    /// dropped, after the run (if any) is registered.
+    fn claim(&self, wid: &WorkflowId) -> Result<Claim<'_>, EngineError> {
         let runs = self.inner.runs.lock();
-        if runs.get(wid).and_then(Weak::upgrade).is_some() {
+        let mut claims = self.inner.claims.lock();
+        if runs.get(wid).and_then(Weak::upgrade).is_some() || claims.contains(wid) {
             return Err(EngineError::Owned {
                 wid: wid.clone(),
                 owner: self.inner.owner.clone(),
@@ -635,7 +690,11 @@ impl Engine {
                 alive: ", this very process",
             });
         }
-        Ok(())
+        claims.insert(wid.clone());
+        Ok(Claim {
+            inner: &self.inner,
+            wid: wid.clone(),
+        })
     }
 
     fn start_new<O: Data>(
@@ -645,7 +704,7 @@ impl Engine {
         args: Vec<u8>,
         built: Arc<Built>,
     ) -> Result<RunHandle<O>, EngineError> {
-        self.claim_in_process(&wid)?;
+        let _claim = self.claim(&wid)?;
         let plans = plan(&built, |_| false);
         if !built.durable() {
             let run = Run::new(
@@ -679,10 +738,8 @@ impl Engine {
         };
         let meta_bytes = encode(Kind::Meta, &meta)?;
         let status_bytes = encode(Kind::Status, &status)?;
-        let st = StatusState {
-            current: status,
-            last_renew_ms: now_ms(),
-        };
+        // The run holds no status until its first version is durable, so
+        // that the lease keeper cannot write one before it.
         let run = Run::new(
             self.inner.clone(),
             wid.clone(),
@@ -691,7 +748,7 @@ impl Engine {
             args,
             1,
             plans,
-            Some(st),
+            None,
         );
         self.inner
             .runs
@@ -712,7 +769,13 @@ impl Engine {
                         key: status_key,
                         bytes: status_bytes,
                         done: Box::new(move |res| match res {
-                            Ok(PutOutcome::Created) => r2.start(),
+                            Ok(PutOutcome::Created) => {
+                                *r2.status.lock() = Some(StatusState {
+                                    current: status,
+                                    last_renew_ms: now_ms(),
+                                });
+                                r2.start()
+                            }
                             Ok(PutOutcome::AlreadyExists) => {
                                 r2.complete(Err(EngineError::Conflict {
                                     wid: r2.wid.clone(),
@@ -799,7 +862,7 @@ impl Engine {
         given: Option<Arc<Built>>,
         opts: ResumeOptions,
     ) -> Result<RunHandle<O>, EngineError> {
-        self.claim_in_process(wid)?;
+        let _claim = self.claim(wid)?;
         let store = self.inner.store.clone();
         let Some(meta_bytes) = store.get(&meta_key(wid))? else {
             return self.resume_journaled(wid, given, opts);
@@ -829,11 +892,24 @@ impl Engine {
                 Decision::TakeOver { generation } => break (current, generation),
                 Decision::AlreadySucceeded => return self.finished_output(wid, built, meta),
                 Decision::Canceled => {
+                    if current.state == State::CancelRequested {
+                        // Make the cancel final, fencing the vanished owner.
+                        let done = StatusRecord {
+                            version: current.version + 1,
+                            state: State::Canceled,
+                            generation: current.generation + 1,
+                            owner: None,
+                            lease_until_ms: 0,
+                            updated_ms: now_ms(),
+                            error: None,
+                        };
+                        let _ = write_next(store.as_ref(), wid, &done)?;
+                    }
                     return Err(EngineError::BadState {
                         wid: wid.clone(),
                         state: State::Canceled,
                         message: "a canceled workflow cannot be resumed".to_owned(),
-                    })
+                    });
                 }
                 Decision::Owned {
                     owner,
@@ -879,7 +955,23 @@ impl Engine {
                 ),
             });
         }
-        let committed = self.committed_tasks(wid)?;
+        let committed = match self.committed_tasks(wid) {
+            Ok(c) => c,
+            Err(e) => {
+                // Do not leave the workflow owned by a run that never started.
+                let failed = StatusRecord {
+                    version: status.version + 1,
+                    state: State::Failed,
+                    generation,
+                    owner: None,
+                    lease_until_ms: 0,
+                    updated_ms: now_ms(),
+                    error: Some(e.to_string()),
+                };
+                let _ = write_next(store.as_ref(), wid, &failed);
+                return Err(e);
+            }
+        };
         let plans = plan(&built, |id| committed.contains(id));
         tracing::info!(
             workflow = %wid,
@@ -1139,10 +1231,16 @@ impl Engine {
                 return Ok(());
             }
             let owned = matches!(decide_resume(&cur, now_ms(), false), Decision::Owned { .. });
+            // Without a live owner the state is final at once, with a new
+            // generation: an owner that wakes up late is fenced by it.
             let next = StatusRecord {
                 version: cur.version + 1,
                 state: if owned { requested } else { final_state },
-                generation: cur.generation,
+                generation: if owned {
+                    cur.generation
+                } else {
+                    cur.generation + 1
+                },
                 owner: if owned { cur.owner.clone() } else { None },
                 lease_until_ms: if owned { cur.lease_until_ms } else { 0 },
                 updated_ms: now_ms(),

@@ -252,7 +252,14 @@ impl Run {
         self.active.fetch_add(1, Ordering::SeqCst);
         let run = self.clone();
         self.inner.pool.spawn(Box::new(move || {
-            run.execute(i);
+            // The task's own panics are caught in `execute`; this catches the
+            // rest (a panicking Serialize, say) so that the run still ends.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| run.execute(i))).is_err() {
+                run.fail(EngineError::Internal(format!(
+                    "task {} panicked outside its function (serializing its output?)",
+                    run.dag.nodes[i].id
+                )));
+            }
             run.deactivate();
         }));
     }
@@ -295,13 +302,18 @@ impl Run {
         self.halt.load(Ordering::SeqCst) == Halt::Cancel as u32
     }
 
+    /// Stops all further writes of this run.
+    pub fn fence(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+
     /// Whether this run lost ownership: it must write nothing more.
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
     }
 
     pub fn fail(&self, e: EngineError) {
-        if matches!(e, EngineError::Fenced { .. } | EngineError::Conflict { .. }) {
+        if matches!(e, EngineError::Fenced { .. }) {
             self.fenced.store(true, Ordering::SeqCst);
         }
         let mut f = self.failure.lock();

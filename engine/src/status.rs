@@ -170,11 +170,20 @@ pub fn decide_resume(current: &StatusRecord, now_ms: u64, force: bool) -> Decisi
         State::Failed | State::Stopped => take,
         State::Running | State::CancelRequested | State::StopRequested => {
             let Some(owner) = &current.owner else {
-                return take;
+                return if current.state == State::CancelRequested {
+                    Decision::Canceled
+                } else {
+                    take
+                };
             };
             let alive = owner.is_alive_here();
             if force || alive == Some(false) || now_ms >= current.lease_until_ms {
-                take
+                // A cancel asked of an owner that is gone still holds.
+                if current.state == State::CancelRequested {
+                    Decision::Canceled
+                } else {
+                    take
+                }
             } else {
                 Decision::Owned {
                     owner: owner.clone(),
@@ -279,6 +288,17 @@ mod tests {
         );
         assert_eq!(
             decide_resume(&rec(State::Stopped, None, 0), 0, false),
+            Decision::TakeOver { generation: 3 }
+        );
+    }
+    #[test]
+    fn a_cancel_requested_of_a_vanished_owner_is_not_lost_by_a_takeover() {
+        let r = rec(State::CancelRequested, Some(remote()), 2_000);
+        assert_eq!(decide_resume(&r, 3_000, false), Decision::Canceled);
+        assert_eq!(decide_resume(&r, 1_000, true), Decision::Canceled);
+        let stop = rec(State::StopRequested, Some(remote()), 2_000);
+        assert_eq!(
+            decide_resume(&stop, 3_000, false),
             Decision::TakeOver { generation: 3 }
         );
     }

@@ -33,6 +33,11 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct LocalStore {
     root: PathBuf,
     fsync: bool,
+    /// Directories whose entry in their parent is known durable: created
+    /// and fsynced into their parent by this process, or found and fsynced
+    /// once (another writer, or a crashed process, may have created one
+    /// without the fsync yet).
+    durable_dirs: parking_lot::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl LocalStore {
@@ -50,7 +55,11 @@ impl LocalStore {
                 message: "exists and is not a directory".to_owned(),
             });
         }
-        Ok(Self { root, fsync: true })
+        Ok(Self {
+            root,
+            fsync: true,
+            durable_dirs: parking_lot::Mutex::new(std::collections::HashSet::new()),
+        })
     }
 
     /// Turns fsync off: for benchmarks that isolate everything but the disk
@@ -76,28 +85,38 @@ impl LocalStore {
         let Some(parent) = path.parent() else {
             return Ok(());
         };
-        if parent.is_dir() {
+        if self.durable_dirs.lock().contains(parent) {
             return Ok(());
         }
-        let mut missing = Vec::new();
+        // The directories from the root down to `parent`, outermost first.
+        let mut chain = Vec::new();
         let mut p = parent;
-        while !p.is_dir() {
-            missing.push(p.to_path_buf());
+        while p != self.root && p.starts_with(&self.root) {
+            chain.push(p.to_path_buf());
             match p.parent() {
-                Some(up) if up.starts_with(&self.root) => p = up,
-                _ => break,
+                Some(up) => p = up,
+                None => break,
             }
         }
-        for dir in missing.iter().rev() {
-            match fs::create_dir(dir) {
-                Ok(()) => {
-                    if let Some(up) = dir.parent().filter(|_| sync) {
-                        self.sync_dir(key, up)?;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StoreError::io("create directory", key, e)),
+        for dir in chain.iter().rev() {
+            if self.durable_dirs.lock().contains(dir) {
+                continue;
             }
+            if let Err(e) = fs::create_dir(dir) {
+                if !dir.is_dir() {
+                    return Err(StoreError::io("create directory", key, e));
+                }
+            }
+            if let Some(up) = dir.parent() {
+                if sync {
+                    self.sync_dir(key, up)?;
+                } else {
+                    // A group commit's syncfs makes it durable; remember it
+                    // only after that.
+                    continue;
+                }
+            }
+            self.durable_dirs.lock().insert(dir.clone());
         }
         Ok(())
     }
@@ -151,6 +170,12 @@ impl LocalStore {
             Ok(()) => Ok(PutOutcome::Created),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 let _ = fs::remove_file(tmp);
+                // The existing object may have been moved in by a writer that
+                // has not yet fsynced the directory: make it durable before
+                // reporting that it exists.
+                if let Some(parent) = path.parent() {
+                    self.sync_dir(key, parent)?;
+                }
                 Ok(PutOutcome::AlreadyExists)
             }
             Err(e) => {
@@ -270,6 +295,9 @@ impl Store for LocalStore {
             })
             .collect();
         // Phase 2: one flush for all their data.
+        // A failed flush is permanent: after a write-back error the kernel may
+        // have dropped the pages, and a retry could report success for data
+        // that is gone.
         if let Err(e) = self.syncfs() {
             for (tmp, _) in staged.iter().flatten() {
                 let _ = fs::remove_file(tmp);
@@ -278,7 +306,7 @@ impl Store for LocalStore {
             return items
                 .iter()
                 .map(|(k, _)| {
-                    Err(StoreError::Transient {
+                    Err(StoreError::Permanent {
                         op: "group commit",
                         key: (*k).to_owned(),
                         message: msg.clone(),
@@ -293,11 +321,25 @@ impl Store for LocalStore {
             .zip(items)
             .map(|(s, (k, _))| s.and_then(|(tmp, path)| self.publish(k, &tmp, &path)))
             .collect();
-        if let Err(e) = self.syncfs() {
+        let flushed = self.syncfs();
+        if flushed.is_ok() {
+            // Every directory on the way to these keys is durable now.
+            let mut known = self.durable_dirs.lock();
+            for (k, _) in items {
+                let mut p = self.root.join(k);
+                while let Some(up) = p.parent() {
+                    if up == self.root || !known.insert(up.to_path_buf()) {
+                        break;
+                    }
+                    p = up.to_path_buf();
+                }
+            }
+        }
+        if let Err(e) = flushed {
             let msg = e.to_string();
             for (r, (k, _)) in out.iter_mut().zip(items) {
                 if matches!(r, Ok(PutOutcome::Created)) {
-                    *r = Err(StoreError::Transient {
+                    *r = Err(StoreError::Permanent {
                         op: "group commit",
                         key: (*k).to_owned(),
                         message: msg.clone(),
@@ -409,6 +451,7 @@ impl Store for LocalStore {
         // Remove directories left empty below the prefix's directory.
         if let Some(i) = prefix.rfind('/') {
             let dir = self.root.join(&prefix[..i]);
+            self.durable_dirs.lock().retain(|d| !d.starts_with(&dir));
             remove_empty_dirs(&dir);
         }
         Ok(keys.len())

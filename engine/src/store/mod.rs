@@ -399,3 +399,15 @@ pub mod conformance {
         )
     }
 }
+
+/// Opens the store named by `url`: `s3://BUCKET[/PREFIX]` (with an optional
+/// endpoint override for S3-compatible servers), or a local directory path.
+pub fn open(url: &str, s3_endpoint: Option<String>) -> Result<SharedStore, StoreError> {
+    if url.starts_with("s3://") {
+        let config = s3::S3Config::from_url(url, s3_endpoint)?;
+        Ok(Arc::new(s3::S3Store::open(config)?))
+    } else {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        Ok(Arc::new(local::LocalStore::open(path)?))
+    }
+}
