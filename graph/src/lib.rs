@@ -27,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod reference;
 pub mod table;
 

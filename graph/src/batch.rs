@@ -1,0 +1,290 @@
+//! TunkRank from scratch on timely dataflow: nodes partitioned over the
+//! workers, iterated from zero to the exact fixpoint, the same bits as the
+//! reference.
+//!
+//! Node `v` belongs to worker `owner(v)`. An edge `(a, b)` (b follows a) lives
+//! with its follower's owner, so `following(b)` and `term(b)` are local. A
+//! round is one timely timestamp: each worker sums the terms of its followers
+//! per followed node (combining locally first), sends the partial sums to the
+//! followed nodes' owners, which add them up into the new values and count
+//! what changed; the counts are broadcast, and the iteration stops after the
+//! first round in which nothing changed.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, Exchange, Operator, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+
+use crate::{term, Overflow, Table};
+
+/// Why a batch run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A value overflowed 64-bit fixed point.
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
+    /// Timely could not start or a worker failed.
+    #[error("timely: {0}")]
+    Timely(String),
+}
+
+/// The worker that owns node `v` among `peers`.
+#[inline]
+pub fn owner(v: u64, peers: usize) -> usize {
+    // A fixed mix, so that ownership does not depend on a hasher's seed.
+    let mut z = v.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) % peers as u64) as usize
+}
+
+/// A worker's share of the graph: the edges of the followers it owns.
+struct Share {
+    /// Local followers (ids), and for each its followed nodes.
+    followers: Vec<u64>,
+    offsets: Vec<usize>,
+    /// Followed nodes, as indices into `targets`.
+    follows: Vec<u32>,
+    /// Distinct followed nodes of the local edges.
+    targets: Vec<u64>,
+}
+
+impl Share {
+    fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
+        let mut local: Vec<(u64, u64)> = pairs
+            .iter()
+            .filter(|&&(_, b)| owner(b, peers) == index)
+            .map(|&(a, b)| (b, a))
+            .collect();
+        local.sort_unstable();
+        let mut targets: Vec<u64> = local.iter().map(|&(_, a)| a).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let mut followers = Vec::new();
+        let mut offsets = Vec::new();
+        let mut follows = Vec::with_capacity(local.len());
+        for (i, &(b, a)) in local.iter().enumerate() {
+            if i == 0 || local[i - 1].0 != b {
+                followers.push(b);
+                offsets.push(follows.len());
+            }
+            follows.push(targets.binary_search(&a).unwrap_or(0) as u32);
+        }
+        offsets.push(follows.len());
+        Self {
+            followers,
+            offsets,
+            follows,
+            targets,
+        }
+    }
+}
+
+/// What a round reports, broadcast to every worker.
+type Report = (u64, Option<u64>);
+
+/// TunkRank of the graph `pairs` (b follows a; sorted, distinct, no
+/// self-loops) on timely workers as configured. Returns the table and the
+/// number of rounds.
+pub fn tunkrank(
+    pairs: Arc<Vec<(u64, u64)>>,
+    config: timely::Config,
+) -> Result<(Table, usize), BatchError> {
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let share = Share::new(&pairs, index, peers);
+        // Values of the nodes this worker owns (those with followers).
+        let values: Rc<RefCell<HashMap<u64, u64>>> = Rc::new(RefCell::new(HashMap::new()));
+        let reports: Rc<RefCell<BTreeMap<u64, (u64, Option<u64>)>>> =
+            Rc::new(RefCell::new(BTreeMap::new()));
+        let mut input = InputHandleVec::<u64, (u64, u64)>::new();
+        let probe = ProbeHandle::new();
+        {
+            let values = values.clone();
+            let reports = reports.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                input
+                    .to_stream(scope)
+                    .exchange(move |&(a, _): &(u64, u64)| owner(a, peers) as u64)
+                    .unary_frontier(Pipeline, "Sum", move |_cap, _info| {
+                        let mut stash: BTreeMap<
+                            u64,
+                            (Capability<u64>, HashMap<u64, u64>, Option<u64>),
+                        > = BTreeMap::new();
+                        move |(input, frontier), output| {
+                            input.for_each_stamp(|cap, data| {
+                                if let Some(cap) = cap.retain_least(output.output_index()) {
+                                    let t = *cap.time();
+                                    let entry = stash
+                                        .entry(t)
+                                        .or_insert_with(|| (cap, HashMap::new(), None));
+                                    for batch in data {
+                                        for (a, partial) in batch.drain(..) {
+                                            let slot = entry.1.entry(a).or_insert(0);
+                                            match slot.checked_add(partial) {
+                                                Some(v) => *slot = v,
+                                                None => entry.2 = entry.2.or(Some(a)),
+                                            }
+                                        }
+                                    }
+                                }
+                            });
+                            let ready: Vec<u64> = stash
+                                .keys()
+                                .copied()
+                                .filter(|t| !frontier.less_equal(t))
+                                .collect();
+                            for t in ready {
+                                let Some((cap, sums, overflow)) = stash.remove(&t) else {
+                                    continue;
+                                };
+                                let mut values = values.borrow_mut();
+                                let mut changed = 0u64;
+                                for (a, x) in sums {
+                                    if values.insert(a, x) != Some(x) {
+                                        changed += 1;
+                                    }
+                                }
+                                output.session(&cap).give((changed, overflow));
+                            }
+                        }
+                    })
+                    .container::<Vec<Report>>()
+                    .broadcast()
+                    .unary_frontier(Pipeline, "Total", move |_cap, _info| {
+                        let mut stash: BTreeMap<u64, (Capability<u64>, u64, Option<u64>)> =
+                            BTreeMap::new();
+                        move |(input, frontier), output| {
+                            input.for_each_stamp(|cap, data| {
+                                if let Some(cap) = cap.retain_least(output.output_index()) {
+                                    let t = *cap.time();
+                                    let entry = stash.entry(t).or_insert_with(|| (cap, 0, None));
+                                    for batch in data {
+                                        for (changed, overflow) in batch.drain(..) {
+                                            entry.1 += changed;
+                                            entry.2 = entry.2.or(overflow);
+                                        }
+                                    }
+                                }
+                            });
+                            let ready: Vec<u64> = stash
+                                .keys()
+                                .copied()
+                                .filter(|t| !frontier.less_equal(t))
+                                .collect();
+                            for t in ready {
+                                if let Some((cap, total, overflow)) = stash.remove(&t) {
+                                    reports.borrow_mut().insert(t, (total, overflow));
+                                    output.session(&cap).give(());
+                                }
+                            }
+                        }
+                    })
+                    .container::<Vec<()>>()
+                    .probe_with(&probe);
+            });
+        }
+        let mut terms = vec![0u64; share.followers.len()];
+        let mut partial = vec![0u64; share.targets.len()];
+        let mut round: u64 = 0;
+        let result: Result<usize, Overflow> = loop {
+            {
+                let values = values.borrow();
+                for (i, &b) in share.followers.iter().enumerate() {
+                    let x = values.get(&b).copied().unwrap_or(0);
+                    terms[i] = term(x, (share.offsets[i + 1] - share.offsets[i]) as u64);
+                }
+            }
+            partial.iter_mut().for_each(|p| *p = 0);
+            let mut local_overflow = None;
+            for (i, &t) in terms.iter().enumerate() {
+                for &a in &share.follows[share.offsets[i]..share.offsets[i + 1]] {
+                    let slot = &mut partial[a as usize];
+                    match slot.checked_add(t) {
+                        Some(v) => *slot = v,
+                        None => local_overflow = local_overflow.or(Some(share.targets[a as usize])),
+                    }
+                }
+            }
+            for (i, &a) in share.targets.iter().enumerate() {
+                input.send((a, partial[i]));
+            }
+            round += 1;
+            input.advance_to(round);
+            worker.step_while(|| probe.less_than(input.time()));
+            let (changed, overflow) = reports
+                .borrow()
+                .get(&(round - 1))
+                .copied()
+                .unwrap_or((0, None));
+            if let Some(node) = overflow.or(local_overflow) {
+                break Err(Overflow { node });
+            }
+            if changed == 0 {
+                break Ok(round as usize);
+            }
+        };
+        drop(input);
+        let mut table: Vec<(u64, u64)> = values.borrow().iter().map(|(&n, &x)| (n, x)).collect();
+        table.sort_unstable();
+        result.map(|rounds| (table, rounds))
+    })
+    .map_err(BatchError::Timely)?;
+    let mut table = Vec::new();
+    let mut rounds = 0;
+    for r in guards.join() {
+        let (part, n) = r.map_err(BatchError::Timely)??;
+        rounds = rounds.max(n);
+        table.extend(part);
+    }
+    table.sort_unstable();
+    Ok((table, rounds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::{self, Graph};
+    use crate::EdgeOp;
+    use proptest::prelude::*;
+
+    fn pairs(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
+        let g = Graph::from_ops(ops);
+        let mut out = Vec::new();
+        for a in 0..g.nodes() {
+            for &b in &g.followers[g.offsets[a]..g.offsets[a + 1]] {
+                out.push((g.ids[a], g.ids[b as usize]));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+
+        #[test]
+        fn batch_equals_the_reference_with_1_and_2_workers(
+            ops in proptest::collection::vec((0u64..40, 0u64..40, proptest::bool::weighted(0.85)), 0..300)
+        ) {
+            let ops: Vec<EdgeOp> = ops.into_iter().map(|(a, b, ins)| EdgeOp { src: a, dst: b, insert: ins }).collect();
+            let want = reference::tunkrank(&Graph::from_ops(&ops)).expect("no overflow");
+            let p = Arc::new(pairs(&ops));
+            for workers in [1, 2] {
+                let (got, _) = tunkrank(p.clone(), timely::Config::process(workers)).expect("batch");
+                prop_assert_eq!(&got, &want, "{} workers", workers);
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_graph_has_an_empty_table() {
+        let (t, _) = tunkrank(Arc::new(Vec::new()), timely::Config::process(2)).expect("batch");
+        assert!(t.is_empty());
+    }
+}
