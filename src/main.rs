@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use exoflow_engine::{Engine, WorkflowId};
 use exoflow_graph::{reference, write_csv, EdgeOp};
@@ -39,6 +39,27 @@ enum Command {
         #[arg(long)]
         edges: PathBuf,
         /// Output CSV file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Timely worker threads.
+        #[arg(long, default_value_t = default_workers())]
+        workers: usize,
+        /// Use the single-threaded reference instead of timely (the COST baseline).
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Generate an R-MAT edge list (Graph500 parameters, ids permuted, no self-loops).
+    Gen {
+        /// log2 of the number of node ids.
+        #[arg(long, default_value_t = 16)]
+        scale: u32,
+        /// Edges per node id.
+        #[arg(long, default_value_t = 16)]
+        edge_factor: u64,
+        /// Seed: the same seed gives the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file.
         #[arg(long)]
         out: PathBuf,
     },
@@ -82,6 +103,12 @@ enum Command {
     },
 }
 
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 fn engine(args: &StoreArgs) -> Result<Engine> {
     let store = exoflow_engine::store::open(&args.store, args.s3_endpoint.clone())
         .with_context(|| format!("opening the store {}", args.store))?;
@@ -117,7 +144,7 @@ fn write_atomically(
     Ok(())
 }
 
-fn batch(edges: &Path, out: &Path) -> Result<()> {
+fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Result<()> {
     let start = Instant::now();
     let file = exoflow_ingest::file::read_all(edges)?;
     let read_s = start.elapsed().as_secs_f64();
@@ -150,20 +177,55 @@ fn batch(edges: &Path, out: &Path) -> Result<()> {
         })
         .collect();
     let t = Instant::now();
-    let graph = reference::Graph::from_ops(&ops);
+    let pairs = reference::apply_ops(&ops);
     let build_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let (table, rounds) = reference::tunkrank_rounds(&graph)?;
+    let (table, rounds) = if use_reference {
+        reference::tunkrank_rounds(&reference::Graph::from_sorted_pairs(&pairs))?
+    } else {
+        if workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        exoflow_graph::batch::tunkrank(
+            std::sync::Arc::new(pairs.clone()),
+            timely::Config::process(workers),
+        )?
+    };
     let compute_s = t.elapsed().as_secs_f64();
     write_atomically(out, |f| write_csv(&table, f))?;
     eprintln!(
-        "exoflow: {} edge operations -> {} nodes, {} edges; {} rounds; read {read_s:.2}s, build {build_s:.2}s, compute {compute_s:.2}s; {} rows written to {}",
+        "exoflow: {} edge operations -> {} edges, {} influence rows; {} rounds on {}; read {read_s:.2}s, graph {build_s:.2}s, compute {compute_s:.2}s; written to {}",
         ops.len(),
-        graph.nodes(),
-        graph.edges(),
-        rounds,
+        pairs.len(),
         table.len(),
+        rounds,
+        if use_reference { "the reference".to_owned() } else { format!("{workers} timely worker(s)") },
         out.display()
+    );
+    Ok(())
+}
+
+fn gen(scale: u32, edge_factor: u64, seed: u64, out: &Path) -> Result<()> {
+    if scale == 0 || scale > 40 {
+        bail!("--scale must be between 1 and 40");
+    }
+    let g = exoflow_ingest::rmat::Rmat {
+        scale,
+        edge_factor,
+        seed,
+    };
+    let t = Instant::now();
+    let mut n = 0;
+    write_atomically(out, |f| {
+        let mut w = std::io::BufWriter::with_capacity(4 << 20, f);
+        n = g.write(&mut w, default_workers())?;
+        w.flush()
+    })?;
+    let s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "exoflow: {n} edges (scale {scale}, edge factor {edge_factor}, seed {seed}) written to {} in {s:.2}s ({:.1} M edges/s)",
+        out.display(),
+        n as f64 / s / 1e6
     );
     Ok(())
 }
@@ -214,7 +276,18 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Batch { edges, out } => batch(edges, out),
+        Command::Batch {
+            edges,
+            out,
+            workers,
+            reference,
+        } => batch(edges, out, *workers, *reference),
+        Command::Gen {
+            scale,
+            edge_factor,
+            seed,
+            out,
+        } => gen(*scale, *edge_factor, *seed, out),
         Command::Status {
             store,
             workflow_id,

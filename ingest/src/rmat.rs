@@ -1,0 +1,230 @@
+//! An R-MAT edge generator with the Graph500 parameters (a = 0.57,
+//! b = 0.19, c = 0.19, d = 0.05), ids permuted, self-loops dropped.
+//!
+//! The output is a pure function of (scale, edge factor, seed): edge `i` is
+//! drawn from its own SplitMix64 stream seeded by `(seed, i)`, so the bytes
+//! are the same whatever the thread count, and SplitMix64 is written out here
+//! (not taken from a crate whose streams may change between versions).
+
+use std::io::{self, Write};
+
+/// R-MAT parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rmat {
+    /// log2 of the number of node ids.
+    pub scale: u32,
+    /// Edges drawn per node id (before self-loops are dropped).
+    pub edge_factor: u64,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// SplitMix64's output function.
+#[inline]
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+// Quadrant thresholds on a u32 draw: a, a + b, a + b + c.
+const T_A: u32 = (0.57 * 4_294_967_296.0) as u32;
+const T_AB: u32 = ((0.57 + 0.19) * 4_294_967_296.0) as u32;
+const T_ABC: u32 = ((0.57 + 0.19 + 0.19) * 4_294_967_296.0) as u32;
+
+impl Rmat {
+    /// Number of edges drawn (self-loops included, before dropping them).
+    pub fn draws(&self) -> u64 {
+        self.edge_factor << self.scale
+    }
+
+    /// A bijection of `[0, 2^scale)`: the permutation applied to node ids.
+    #[inline]
+    pub fn permute(&self, v: u64) -> u64 {
+        if self.scale == 0 {
+            return 0;
+        }
+        let mask = if self.scale >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.scale) - 1
+        };
+        let key = splitmix64(self.seed ^ 0x5eed_5eed_5eed_5eed) | 1;
+        let mut x = v & mask;
+        for round in 0..3 {
+            x = x.wrapping_mul(key) & mask; // odd multiplier: a bijection mod 2^scale
+            x ^= x >> (self.scale / 2 + 1); // xor with a right shift: a bijection
+            x = (x ^ (splitmix64(key.wrapping_add(round)) & mask)) & mask;
+        }
+        x
+    }
+
+    /// Edge number `i`: `Some((src, dst))`, or `None` for a self-loop.
+    #[inline]
+    pub fn edge(&self, i: u64) -> Option<(u64, u64)> {
+        let mut state = splitmix64(self.seed.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ i);
+        let (mut src, mut dst) = (0u64, 0u64);
+        let mut level = 0;
+        while level < self.scale {
+            state = splitmix64(state);
+            for draw in [state as u32, (state >> 32) as u32] {
+                if level == self.scale {
+                    break;
+                }
+                let (s, d) = if draw < T_A {
+                    (0, 0)
+                } else if draw < T_AB {
+                    (0, 1)
+                } else if draw < T_ABC {
+                    (1, 0)
+                } else {
+                    (1, 1)
+                };
+                src = (src << 1) | s;
+                dst = (dst << 1) | d;
+                level += 1;
+            }
+        }
+        let (src, dst) = (self.permute(src), self.permute(dst));
+        (src != dst).then_some((src, dst))
+    }
+
+    /// Writes the edges `a b\n` to `out`, generated on `threads` threads;
+    /// returns how many were written.
+    pub fn write<W: Write>(&self, out: &mut W, threads: usize) -> io::Result<u64> {
+        const CHUNK: u64 = 1 << 20;
+        let total = self.draws();
+        let threads = threads.max(1) as u64;
+        let mut written = 0u64;
+        let mut start = 0u64;
+        while start < total {
+            // One chunk per thread per step, written in order.
+            let bufs: Vec<(Vec<u8>, u64)> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let lo = (start + t * CHUNK).min(total);
+                        let hi = (lo + CHUNK).min(total);
+                        s.spawn(move || self.render(lo, hi))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            for (buf, n) in bufs {
+                out.write_all(&buf)?;
+                written += n;
+            }
+            start = (start + threads * CHUNK).min(total);
+        }
+        Ok(written)
+    }
+
+    fn render(&self, lo: u64, hi: u64) -> (Vec<u8>, u64) {
+        let mut buf = Vec::with_capacity(((hi - lo) * 16) as usize);
+        let mut n = 0;
+        let mut itoa = [0u8; 20];
+        for i in lo..hi {
+            if let Some((s, d)) = self.edge(i) {
+                push_u64(&mut buf, s, &mut itoa);
+                buf.push(b' ');
+                push_u64(&mut buf, d, &mut itoa);
+                buf.push(b'\n');
+                n += 1;
+            }
+        }
+        (buf, n)
+    }
+}
+
+#[inline]
+fn push_u64(buf: &mut Vec<u8>, mut v: u64, tmp: &mut [u8; 20]) {
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&tmp[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::{parse_line, Line};
+
+    #[test]
+    fn permute_is_a_bijection() {
+        for scale in [1, 2, 5, 10] {
+            let g = Rmat {
+                scale,
+                edge_factor: 1,
+                seed: 9,
+            };
+            let mut seen: Vec<u64> = (0..(1u64 << scale)).map(|v| g.permute(v)).collect();
+            seen.sort_unstable();
+            assert_eq!(
+                seen,
+                (0..(1u64 << scale)).collect::<Vec<_>>(),
+                "scale {scale}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_bytes_whatever_the_thread_count_and_different_for_another_seed() -> io::Result<()> {
+        let g = Rmat {
+            scale: 12,
+            edge_factor: 8,
+            seed: 1,
+        };
+        let mut one = Vec::new();
+        let n1 = g.write(&mut one, 1)?;
+        let mut three = Vec::new();
+        let n3 = g.write(&mut three, 3)?;
+        assert_eq!(one, three);
+        assert_eq!(n1, n3);
+        let mut other = Vec::new();
+        Rmat { seed: 2, ..g }.write(&mut other, 2)?;
+        assert_ne!(one, other);
+        // Every line parses, ids are in range, no self-loops, few dropped.
+        let mut lines = 0;
+        for line in one.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match parse_line(line) {
+                Ok(Line::Edge(e)) => {
+                    assert!(e.src < 4096 && e.dst < 4096 && e.src != e.dst);
+                    lines += 1;
+                }
+                other => panic!("bad line {line:?}: {other:?}"),
+            }
+        }
+        assert_eq!(lines, n1);
+        assert!(n1 > g.draws() * 9 / 10, "{n1} of {}", g.draws());
+        Ok(())
+    }
+
+    #[test]
+    fn the_degree_distribution_is_skewed() {
+        let g = Rmat {
+            scale: 10,
+            edge_factor: 16,
+            seed: 3,
+        };
+        let mut deg = vec![0u32; 1024];
+        for i in 0..g.draws() {
+            if let Some((s, _)) = g.edge(i) {
+                deg[s as usize] += 1;
+            }
+        }
+        deg.sort_unstable();
+        let top: u32 = deg[1014..].iter().sum();
+        let total: u32 = deg.iter().sum();
+        // The top 1% of sources hold far more than 1% of the edges.
+        assert!(top * 10 > total, "top 1% hold {top} of {total}");
+    }
+}
