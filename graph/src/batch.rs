@@ -11,7 +11,7 @@
 //! first round in which nothing changed.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -65,6 +65,11 @@ impl Share {
         let mut targets: Vec<u64> = local.iter().map(|&(_, a)| a).collect();
         targets.sort_unstable();
         targets.dedup();
+        let mut dense: crate::IdMap<u32> =
+            crate::IdMap::with_capacity_and_hasher(targets.len(), Default::default());
+        for (i, &a) in targets.iter().enumerate() {
+            dense.insert(a, i as u32);
+        }
         let mut followers = Vec::new();
         let mut offsets = Vec::new();
         let mut follows = Vec::with_capacity(local.len());
@@ -73,7 +78,7 @@ impl Share {
                 followers.push(b);
                 offsets.push(follows.len());
             }
-            follows.push(targets.binary_search(&a).unwrap_or(0) as u32);
+            follows.push(dense.get(&a).copied().unwrap_or(0));
         }
         offsets.push(follows.len());
         Self {
@@ -85,8 +90,13 @@ impl Share {
     }
 }
 
-/// What a round reports, broadcast to every worker.
+/// What a round reports, broadcast to every worker: nodes changed, and the
+/// first node whose sum overflowed.
 type Report = (u64, Option<u64>);
+/// Reports by round.
+type Reports = Rc<RefCell<BTreeMap<u64, Report>>>;
+/// Partial sums of a round waiting for its end: capability, sums, overflow.
+type SumStash = BTreeMap<u64, (Capability<u64>, crate::IdMap<u64>, Option<u64>)>;
 
 /// TunkRank of the graph `pairs` (b follows a; sorted, distinct, no
 /// self-loops) on timely workers as configured. Returns the table and the
@@ -100,9 +110,8 @@ pub fn tunkrank(
         let peers = worker.peers();
         let share = Share::new(&pairs, index, peers);
         // Values of the nodes this worker owns (those with followers).
-        let values: Rc<RefCell<HashMap<u64, u64>>> = Rc::new(RefCell::new(HashMap::new()));
-        let reports: Rc<RefCell<BTreeMap<u64, (u64, Option<u64>)>>> =
-            Rc::new(RefCell::new(BTreeMap::new()));
+        let values: Rc<RefCell<crate::IdMap<u64>>> = Rc::new(RefCell::new(crate::IdMap::default()));
+        let reports: Reports = Rc::new(RefCell::new(BTreeMap::new()));
         let mut input = InputHandleVec::<u64, (u64, u64)>::new();
         let probe = ProbeHandle::new();
         {
@@ -113,17 +122,14 @@ pub fn tunkrank(
                     .to_stream(scope)
                     .exchange(move |&(a, _): &(u64, u64)| owner(a, peers) as u64)
                     .unary_frontier(Pipeline, "Sum", move |_cap, _info| {
-                        let mut stash: BTreeMap<
-                            u64,
-                            (Capability<u64>, HashMap<u64, u64>, Option<u64>),
-                        > = BTreeMap::new();
+                        let mut stash: SumStash = BTreeMap::new();
                         move |(input, frontier), output| {
                             input.for_each_stamp(|cap, data| {
                                 if let Some(cap) = cap.retain_least(output.output_index()) {
                                     let t = *cap.time();
                                     let entry = stash
                                         .entry(t)
-                                        .or_insert_with(|| (cap, HashMap::new(), None));
+                                        .or_insert_with(|| (cap, crate::IdMap::default(), None));
                                     for batch in data {
                                         for (a, partial) in batch.drain(..) {
                                             let slot = entry.1.entry(a).or_insert(0);

@@ -33,6 +33,29 @@ pub mod table;
 
 pub use table::{digest, format_fixed, write_csv, Table};
 
+/// A hasher for node ids (a multiply-xorshift mix): ids are not adversarial
+/// here, and SipHash would dominate the dense renumbering of a large graph.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let z = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z ^ (z >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A map from node ids.
+pub type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The fixed-point scale: a value of 1.0 is `ONE`.
 pub const ONE: u64 = 1_000_000_000;
 /// p = `P_NUM / P_DEN` = 0.00037.

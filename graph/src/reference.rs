@@ -65,7 +65,12 @@ impl Graph {
         let mut ids: Vec<u64> = pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
         ids.sort_unstable();
         ids.dedup();
-        let index = |id: u64| ids.binary_search(&id).unwrap_or(0) as u32;
+        let mut dense: crate::IdMap<u32> =
+            crate::IdMap::with_capacity_and_hasher(ids.len(), Default::default());
+        for (i, &id) in ids.iter().enumerate() {
+            dense.insert(id, i as u32);
+        }
+        let index = |id: u64| dense.get(&id).copied().unwrap_or(0);
         let n = ids.len();
         let mut following = vec![0u32; n];
         let mut offsets = vec![0usize; n + 1];
