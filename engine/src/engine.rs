@@ -842,8 +842,7 @@ impl Engine {
         wf: &Workflow<O>,
         opts: ResumeOptions,
     ) -> Result<Arc<O>, EngineError> {
-        self.resume_inner(wid, Some(wf.clone().erase()), opts)?
-            .wait()
+        self.resume_submit_workflow(wid, wf, opts)?.wait()
     }
 
     /// Resumes an unregistered workflow; returns at once.
