@@ -41,8 +41,11 @@ pub fn apply_ops(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
 /// id order, followers of each node contiguous.
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
-    /// Node ids, ascending; a node's dense index is its position.
+    /// Node ids by dense index: first the nodes with followers, ascending,
+    /// then the nodes that only follow, in first-seen order.
     pub ids: Vec<u64>,
+    /// How many nodes have followers (a prefix of `ids`).
+    pub with_followers: usize,
     /// `following[i]`: how many nodes node i follows.
     pub following: Vec<u32>,
     /// Followers of node i are `followers[offsets[i]..offsets[i + 1]]`.
@@ -62,36 +65,50 @@ impl Graph {
     /// duplicates or self-loops.
     pub fn from_sorted_pairs(pairs: &[(u64, u64)]) -> Self {
         debug_assert!(pairs.windows(2).all(|w| w[0] < w[1]));
-        let mut ids: Vec<u64> = pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut dense: crate::IdMap<u32> =
-            crate::IdMap::with_capacity_and_hasher(ids.len(), Default::default());
-        for (i, &id) in ids.iter().enumerate() {
-            dense.insert(id, i as u32);
-        }
-        let index = |id: u64| dense.get(&id).copied().unwrap_or(0);
-        let n = ids.len();
-        let mut following = vec![0u32; n];
-        let mut offsets = vec![0usize; n + 1];
-        let mut followers = Vec::with_capacity(pairs.len());
-        let mut i = 0;
-        for (node, slot) in offsets.iter_mut().enumerate().take(n) {
-            *slot = followers.len();
-            while i < pairs.len() && pairs[i].0 == ids[node] {
-                let b = index(pairs[i].1);
-                following[b as usize] += 1;
-                followers.push(b);
-                i += 1;
+        // Followed nodes first, in ascending order (the pairs are sorted by
+        // them), then nodes that only follow, in first-seen order: no sort
+        // of all ids, one hash lookup per edge.
+        let mut ids: Vec<u64> = Vec::new();
+        let mut offsets: Vec<usize> = Vec::new();
+        for (i, &(a, _)) in pairs.iter().enumerate() {
+            if ids.last() != Some(&a) {
+                ids.push(a);
+                offsets.push(i);
             }
         }
-        offsets[n] = followers.len();
+        let with_followers = ids.len();
+        let mut dense: crate::IdMap<u32> =
+            crate::IdMap::with_capacity_and_hasher(2 * ids.len(), Default::default());
+        for (i, &a) in ids.iter().enumerate() {
+            dense.insert(a, i as u32);
+        }
+        let mut followers = Vec::with_capacity(pairs.len());
+        for &(_, b) in pairs {
+            let next = ids.len() as u32;
+            let idx = *dense.entry(b).or_insert(next);
+            if idx == next {
+                ids.push(b);
+            }
+            followers.push(idx);
+        }
+        let n = ids.len();
+        let mut following = vec![0u32; n];
+        for &b in &followers {
+            following[b as usize] += 1;
+        }
+        offsets.resize(n + 1, pairs.len());
         Self {
             ids,
+            with_followers,
             following,
             offsets,
             followers,
         }
+    }
+
+    /// The dense index of a node with at least one follower.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.ids[..self.with_followers].binary_search(&id).ok()
     }
 
     /// Number of nodes (with an edge).
@@ -328,7 +345,7 @@ mod tests {
             prop_assert_eq!(fixed.len(), float.len());
             for (i, (&(n, x), &(m, y))) in fixed.iter().zip(&float).enumerate() {
                 prop_assert_eq!(n, m);
-                let a = g.ids.binary_search(&n).unwrap_or(0);
+                let a = g.index_of(n).unwrap_or(0);
                 let followers = g.offsets[a + 1] - g.offsets[a];
                 let diff = (to_f64(x) - y).abs();
                 prop_assert!(diff <= tolerance(followers, y), "row {} node {}: fixed {} f64 {} diff {}", i, n, x, y, diff);
