@@ -19,6 +19,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, Exchange, Operator, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::progress::frontier::MutableAntichain;
 
 use crate::{term, Overflow, Table};
 
@@ -90,6 +91,22 @@ impl Share {
     }
 }
 
+/// Removes and returns, in time order, the stashed rounds that the input
+/// frontier has passed (a prefix, since rounds are totally ordered).
+fn take_complete<V>(
+    stash: &mut BTreeMap<u64, V>,
+    frontier: &MutableAntichain<u64>,
+) -> Vec<(u64, V)> {
+    let mut out = Vec::new();
+    while let Some(entry) = stash.first_entry() {
+        if frontier.less_equal(entry.key()) {
+            break;
+        }
+        out.push(entry.remove_entry());
+    }
+    out
+}
+
 /// What a round reports, broadcast to every worker: nodes changed, and the
 /// first node whose sum overflowed.
 type Report = (u64, Option<u64>);
@@ -141,15 +158,7 @@ pub fn tunkrank(
                                     }
                                 }
                             });
-                            let ready: Vec<u64> = stash
-                                .keys()
-                                .copied()
-                                .filter(|t| !frontier.less_equal(t))
-                                .collect();
-                            for t in ready {
-                                let Some((cap, sums, overflow)) = stash.remove(&t) else {
-                                    continue;
-                                };
+                            for (_, (cap, sums, overflow)) in take_complete(&mut stash, frontier) {
                                 let mut values = values.borrow_mut();
                                 let mut changed = 0u64;
                                 for (a, x) in sums {
@@ -179,16 +188,9 @@ pub fn tunkrank(
                                     }
                                 }
                             });
-                            let ready: Vec<u64> = stash
-                                .keys()
-                                .copied()
-                                .filter(|t| !frontier.less_equal(t))
-                                .collect();
-                            for t in ready {
-                                if let Some((cap, total, overflow)) = stash.remove(&t) {
-                                    reports.borrow_mut().insert(t, (total, overflow));
-                                    output.session(&cap).give(());
-                                }
+                            for (t, (cap, total, overflow)) in take_complete(&mut stash, frontier) {
+                                reports.borrow_mut().insert(t, (total, overflow));
+                                output.session(&cap).give(());
                             }
                         }
                     })
