@@ -266,11 +266,27 @@ fn status(args: &StoreArgs, id: Option<&str>, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The error and its causes, each cause once: library errors often repeat
+/// their source in their own message.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EXOFLOW_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,aws_config=error,aws_smithy_runtime=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -312,7 +328,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("exoflow: error: {e:#}");
+            eprintln!("exoflow: error: {}", error_chain(&e));
             if let Some(hint) = e
                 .downcast_ref::<exoflow_engine::EngineError>()
                 .filter(|e| e.is_resumable())

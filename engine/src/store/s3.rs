@@ -91,6 +91,13 @@ where
         (Some(c), None) => c.clone(),
         _ => aws_smithy_error_chain(&err),
     };
+    if message.contains("loading credentials") || message.contains("no credentials") {
+        return StoreError::Permanent {
+            op,
+            key: key.to_owned(),
+            message: "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".to_owned(),
+        };
+    }
     let transient = matches!(
         err,
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
