@@ -329,11 +329,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("exoflow: error: {}", error_chain(&e));
-            if let Some(hint) = e
+            let passing = e
                 .downcast_ref::<exoflow_engine::EngineError>()
-                .filter(|e| e.is_resumable())
-            {
-                let _ = hint;
+                .is_some_and(|e| e.is_resumable());
+            if passing {
                 eprintln!("exoflow: this error may pass: try again");
             }
             ExitCode::FAILURE

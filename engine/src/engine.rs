@@ -473,7 +473,7 @@ fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
                     "the store answered fewer items than asked".to_owned(),
                 )),
             };
-            req.run.committed(req.node, &req.key, &req.bytes, r);
+            req.run.committed(req.node, &req.key, r);
         }
         for (key, _, done) in records {
             done(results.next().unwrap_or_else(|| {

@@ -478,13 +478,7 @@ impl Run {
     }
 
     /// Called by the committer with the store's answer for node `i`.
-    pub fn committed(
-        self: &Arc<Self>,
-        i: usize,
-        key: &str,
-        bytes: &[u8],
-        result: Result<PutOnce, EngineError>,
-    ) {
+    pub fn committed(self: &Arc<Self>, i: usize, key: &str, result: Result<PutOnce, EngineError>) {
         let node = &self.dag.nodes[i];
         match result {
             Ok(PutOnce::Written) => {}
@@ -514,7 +508,6 @@ impl Run {
             }
             Err(e) => return self.fail(e),
         }
-        let _ = bytes;
         if node.opts.checkpoint == Checkpoint::Sync {
             if let Some(v) = self.nodes[i].pending.lock().take() {
                 let _ = self.nodes[i].value.set(v);
