@@ -46,47 +46,52 @@ pub fn owner(v: u64, peers: usize) -> usize {
 
 /// A worker's share of the graph: the edges of the followers it owns.
 struct Share {
-    /// Local followers (ids), and for each its followed nodes.
-    followers: Vec<u64>,
-    offsets: Vec<usize>,
-    /// Followed nodes, as indices into `targets`.
-    follows: Vec<u32>,
-    /// Distinct followed nodes of the local edges.
+    /// Distinct followed nodes of the local edges, ascending.
     targets: Vec<u64>,
+    /// The local followers of `targets[i]` are `followers[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<usize>,
+    /// Local follower indices.
+    followers: Vec<u32>,
+    /// How many nodes each local follower follows.
+    following: Vec<u32>,
+    /// Local follower index of each local follower id.
+    dense: crate::IdMap<u32>,
 }
 
 impl Share {
+    /// Takes the worker's edges in the pairs' order (sorted by followed
+    /// node): no sort, one hash lookup per local edge.
     fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
-        let mut local: Vec<(u64, u64)> = pairs
-            .iter()
-            .filter(|&&(_, b)| owner(b, peers) == index)
-            .map(|&(a, b)| (b, a))
-            .collect();
-        local.sort_unstable();
-        let mut targets: Vec<u64> = local.iter().map(|&(_, a)| a).collect();
-        targets.sort_unstable();
-        targets.dedup();
-        let mut dense: crate::IdMap<u32> =
-            crate::IdMap::with_capacity_and_hasher(targets.len(), Default::default());
-        for (i, &a) in targets.iter().enumerate() {
-            dense.insert(a, i as u32);
-        }
-        let mut followers = Vec::new();
+        let mut targets = Vec::new();
         let mut offsets = Vec::new();
-        let mut follows = Vec::with_capacity(local.len());
-        for (i, &(b, a)) in local.iter().enumerate() {
-            if i == 0 || local[i - 1].0 != b {
-                followers.push(b);
-                offsets.push(follows.len());
+        let mut followers = Vec::new();
+        let mut following: Vec<u32> = Vec::new();
+        // Sized for an average following of 8, to spare most rehashing.
+        let mut dense: crate::IdMap<u32> =
+            crate::IdMap::with_capacity_and_hasher(pairs.len() / peers / 8, Default::default());
+        for &(a, b) in pairs {
+            if owner(b, peers) != index {
+                continue;
             }
-            follows.push(dense.get(&a).copied().unwrap_or(0));
+            if targets.last() != Some(&a) {
+                targets.push(a);
+                offsets.push(followers.len());
+            }
+            let next = following.len() as u32;
+            let bi = *dense.entry(b).or_insert(next);
+            if bi == next {
+                following.push(0);
+            }
+            following[bi as usize] += 1;
+            followers.push(bi);
         }
-        offsets.push(follows.len());
+        offsets.push(followers.len());
         Self {
-            followers,
-            offsets,
-            follows,
             targets,
+            offsets,
+            followers,
+            following,
+            dense,
         }
     }
 }
@@ -125,7 +130,10 @@ pub fn tunkrank(
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
-        let share = Share::new(&pairs, index, peers);
+        let share = Rc::new(Share::new(&pairs, index, peers));
+        // Values of the local followers, by local index, updated by the
+        // summing operator as rounds complete.
+        let x_local: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; share.following.len()]));
         // Values of the nodes this worker owns (those with followers).
         let values: Rc<RefCell<crate::IdMap<u64>>> = Rc::new(RefCell::new(crate::IdMap::default()));
         let reports: Reports = Rc::new(RefCell::new(BTreeMap::new()));
@@ -134,6 +142,8 @@ pub fn tunkrank(
         {
             let values = values.clone();
             let reports = reports.clone();
+            let share = share.clone();
+            let x_local = x_local.clone();
             worker.dataflow::<u64, _, _>(|scope| {
                 input
                     .to_stream(scope)
@@ -160,10 +170,15 @@ pub fn tunkrank(
                             });
                             for (_, (cap, sums, overflow)) in take_complete(&mut stash, frontier) {
                                 let mut values = values.borrow_mut();
+                                let mut x_local = x_local.borrow_mut();
                                 let mut changed = 0u64;
                                 for (a, x) in sums {
                                     if values.insert(a, x) != Some(x) {
                                         changed += 1;
+                                    }
+                                    // The same owner holds `a` as a follower, if it follows anyone.
+                                    if let Some(&bi) = share.dense.get(&a) {
+                                        x_local[bi as usize] = x;
                                     }
                                 }
                                 output.session(&cap).give((changed, overflow));
@@ -198,30 +213,25 @@ pub fn tunkrank(
                     .probe_with(&probe);
             });
         }
-        let mut terms = vec![0u64; share.followers.len()];
-        let mut partial = vec![0u64; share.targets.len()];
+        let mut terms = vec![0u64; share.following.len()];
         let mut round: u64 = 0;
         let result: Result<usize, Overflow> = loop {
             {
-                let values = values.borrow();
-                for (i, &b) in share.followers.iter().enumerate() {
-                    let x = values.get(&b).copied().unwrap_or(0);
-                    terms[i] = term(x, (share.offsets[i + 1] - share.offsets[i]) as u64);
+                let x_local = x_local.borrow();
+                for (t, (&x, &f)) in terms.iter_mut().zip(x_local.iter().zip(&share.following)) {
+                    *t = term(x, u64::from(f));
                 }
             }
-            partial.iter_mut().for_each(|p| *p = 0);
             let mut local_overflow = None;
-            for (i, &t) in terms.iter().enumerate() {
-                for &a in &share.follows[share.offsets[i]..share.offsets[i + 1]] {
-                    let slot = &mut partial[a as usize];
-                    match slot.checked_add(t) {
-                        Some(v) => *slot = v,
-                        None => local_overflow = local_overflow.or(Some(share.targets[a as usize])),
+            for (i, &a) in share.targets.iter().enumerate() {
+                let mut sum: u64 = 0;
+                for &b in &share.followers[share.offsets[i]..share.offsets[i + 1]] {
+                    match sum.checked_add(terms[b as usize]) {
+                        Some(v) => sum = v,
+                        None => local_overflow = local_overflow.or(Some(a)),
                     }
                 }
-            }
-            for (i, &a) in share.targets.iter().enumerate() {
-                input.send((a, partial[i]));
+                input.send((a, sum));
             }
             round += 1;
             input.advance_to(round);
