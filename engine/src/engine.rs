@@ -331,15 +331,8 @@ pub(crate) fn write_final_status(
         return Ok(());
     };
     loop {
-        let next = StatusRecord {
-            version: st.current.version + 1,
-            state,
-            generation: run.generation,
-            owner: None,
-            lease_until_ms: 0,
-            updated_ms: now_ms(),
-            error: error.clone(),
-        };
+        let next =
+            StatusRecord::unowned(st.current.version + 1, state, run.generation, error.clone());
         match write_next(store.as_ref(), &run.wid, &next)? {
             Ok(()) => {
                 st.current = next;
@@ -878,30 +871,20 @@ impl Engine {
         let (current, generation) = loop {
             // Metadata without a status: its creator died between the two
             // writes; version 1 is then written by whoever resumes first.
-            let current = latest_status(store.as_ref(), wid)?.unwrap_or(StatusRecord {
-                version: 0,
-                state: State::Failed,
-                generation: 0,
-                owner: None,
-                lease_until_ms: 0,
-                updated_ms: 0,
-                error: None,
-            });
+            let current = latest_status(store.as_ref(), wid)?
+                .unwrap_or_else(|| StatusRecord::unowned(0, State::Failed, 0, None));
             match decide_resume(&current, now_ms(), opts.force) {
                 Decision::TakeOver { generation } => break (current, generation),
                 Decision::AlreadySucceeded => return self.finished_output(wid, built, meta),
                 Decision::Canceled => {
                     if current.state == State::CancelRequested {
                         // Make the cancel final, fencing the vanished owner.
-                        let done = StatusRecord {
-                            version: current.version + 1,
-                            state: State::Canceled,
-                            generation: current.generation + 1,
-                            owner: None,
-                            lease_until_ms: 0,
-                            updated_ms: now_ms(),
-                            error: None,
-                        };
+                        let done = StatusRecord::unowned(
+                            current.version + 1,
+                            State::Canceled,
+                            current.generation + 1,
+                            None,
+                        );
                         let _ = write_next(store.as_ref(), wid, &done)?;
                     }
                     return Err(EngineError::BadState {
@@ -958,15 +941,12 @@ impl Engine {
             Ok(c) => c,
             Err(e) => {
                 // Do not leave the workflow owned by a run that never started.
-                let failed = StatusRecord {
-                    version: status.version + 1,
-                    state: State::Failed,
+                let failed = StatusRecord::unowned(
+                    status.version + 1,
+                    State::Failed,
                     generation,
-                    owner: None,
-                    lease_until_ms: 0,
-                    updated_ms: now_ms(),
-                    error: Some(e.to_string()),
-                };
+                    Some(e.to_string()),
+                );
                 let _ = write_next(store.as_ref(), wid, &failed);
                 return Err(e);
             }

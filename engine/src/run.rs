@@ -660,14 +660,13 @@ impl Run {
         }
         let next = {
             let guard = self.status.lock();
-            guard.as_ref().map(|st| StatusRecord {
-                version: st.current.version + 1,
-                state,
-                generation: self.generation,
-                owner: None,
-                lease_until_ms: 0,
-                updated_ms: crate::status::now_ms(),
-                error: error.clone(),
+            guard.as_ref().map(|st| {
+                StatusRecord::unowned(
+                    st.current.version + 1,
+                    state,
+                    self.generation,
+                    error.clone(),
+                )
             })
         };
         let Some(next) = next else {

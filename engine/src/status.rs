@@ -120,6 +120,22 @@ pub struct StatusRecord {
     pub error: Option<String>,
 }
 
+impl StatusRecord {
+    /// A version held by no owner (a final state, or a state before any
+    /// owner), written now.
+    pub fn unowned(version: u64, state: State, generation: u64, error: Option<String>) -> Self {
+        Self {
+            version,
+            state,
+            generation,
+            owner: None,
+            lease_until_ms: 0,
+            updated_ms: now_ms(),
+            error,
+        }
+    }
+}
+
 /// A workflow's metadata, written once at creation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
