@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use criterion::BatchSize;
 use criterion::{criterion_group, criterion_main, Criterion};
+use exoflow_graph::online::{Layered, Online};
 use exoflow_graph::{batch, reference, EdgeOp};
 use exoflow_ingest::rmat::Rmat;
 
@@ -64,5 +66,51 @@ fn cost(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cost);
+/// Online update time of one epoch of new edges over the base graph: 45K
+/// (one second of the paper's stream), 100K, 1M and 4M edges drawn from
+/// another R-MAT seed over the same node ids.
+fn online(c: &mut Criterion) {
+    let base = Rmat {
+        scale: scale(),
+        edge_factor: 16,
+        seed: 1,
+    };
+    let pairs = reference::apply_ops(
+        &(0..base.draws())
+            .filter_map(|i| base.edge(i))
+            .map(|(a, b)| EdgeOp::insert(a, b))
+            .collect::<Vec<_>>(),
+    );
+    let t = std::time::Instant::now();
+    let state = Layered::from_pairs(&pairs).expect("no overflow");
+    eprintln!(
+        "online base: {} edges loaded in {:.2?}, {} bytes of state ({:.1} per edge)",
+        state.edge_count(),
+        t.elapsed(),
+        state.memory_bytes(),
+        state.memory_bytes() as f64 / state.edge_count() as f64
+    );
+    let stream = Rmat { seed: 2, ..base };
+    let mut group = c.benchmark_group(format!("online-scale{}", base.scale));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_secs(1));
+    for size in [45_000u64, 100_000, 1_000_000, 4_000_000] {
+        let epoch: Vec<EdgeOp> = (0..size)
+            .filter_map(|i| stream.edge(i))
+            .map(|(a, b)| EdgeOp::insert(a, b))
+            .collect();
+        group.bench_function(format!("layered/epoch-{size}"), |b| {
+            b.iter_batched(
+                || state.clone(),
+                |mut s| s.apply(&epoch).expect("no overflow"),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cost, online);
 criterion_main!(benches);

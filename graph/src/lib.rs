@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod online;
 pub mod reference;
 pub mod table;
 
