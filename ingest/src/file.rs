@@ -59,82 +59,137 @@ pub fn is_gzip(path: &Path) -> Result<bool, ReadError> {
     Ok(n == 2 && magic == [0x1f, 0x8b])
 }
 
+/// One line as read: where it starts, and its bytes without the `\n`, or,
+/// for a line over [`MAX_LINE`] bytes, its length and first 256 bytes.
+#[derive(Debug)]
+pub enum RawLine<'a> {
+    /// A line of at most [`MAX_LINE`] bytes.
+    Line(&'a [u8]),
+    /// An overlong line: its whole length and its first bytes (the rest was
+    /// skipped without being held in memory).
+    TooLong {
+        /// Length in bytes, line end included.
+        len: usize,
+        /// The first bytes.
+        head: &'a [u8],
+    },
+}
+
+/// Reads lines from a buffered stream, tracking byte offsets, never holding
+/// more than [`MAX_LINE`] + 2 bytes of a line in memory. A last line without
+/// its `\n` still counts.
+pub struct LineReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    offset: u64,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Starts reading at byte `offset` of the stream (the reader must be
+    /// positioned there).
+    pub fn new(reader: R, offset: u64) -> Self {
+        Self {
+            reader,
+            buf: Vec::with_capacity(256),
+            offset,
+        }
+    }
+
+    /// The offset of the next line.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next line and its start offset, or `None` at the end.
+    pub fn next_line(&mut self) -> std::io::Result<Option<(u64, RawLine<'_>)>> {
+        self.buf.clear();
+        let n = (&mut self.reader)
+            .take(MAX_LINE as u64 + 2)
+            .read_until(b'\n', &mut self.buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let start = self.offset;
+        self.offset += n as u64;
+        if self.buf.last() == Some(&b'\n') {
+            let line = &self.buf[..n - 1];
+            return Ok(Some((start, RawLine::Line(line))));
+        }
+        if n <= MAX_LINE {
+            // The last line, without its line end.
+            return Ok(Some((start, RawLine::Line(&self.buf[..]))));
+        }
+        // Skip the rest of an overlong line.
+        let mut rest = 0u64;
+        loop {
+            let chunk = self.reader.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(p) => {
+                    self.reader.consume(p + 1);
+                    rest += p as u64 + 1;
+                    break;
+                }
+                None => {
+                    let l = chunk.len();
+                    self.reader.consume(l);
+                    rest += l as u64;
+                }
+            }
+        }
+        self.offset += rest;
+        Ok(Some((
+            start,
+            RawLine::TooLong {
+                len: n + rest as usize,
+                head: &self.buf[..256],
+            },
+        )))
+    }
+}
+
+/// Opens an edge file for reading from its start, decompressing gzip.
+pub fn open_stream(path: &Path) -> Result<Box<dyn Read + Send>, ReadError> {
+    let file = File::open(path).map_err(|source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(if is_gzip(path)? {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
+}
+
 /// Reads every line of an edge file (gzip read transparently).
 pub fn read_all(path: &Path) -> Result<EdgeFile, ReadError> {
     let io = |source| ReadError::Io {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
-    let reader: Box<dyn Read> = if is_gzip(path)? {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut lines = LineReader::new(BufReader::with_capacity(1 << 20, open_stream(path)?), 0);
     let mut out = EdgeFile::default();
-    let mut buf = Vec::with_capacity(256);
-    let mut offset = 0u64;
-    loop {
-        buf.clear();
-        // Read at most MAX_LINE + 2 bytes of a line; a longer one is
-        // rejected and the rest of it skipped.
-        let n = (&mut reader)
-            .take(MAX_LINE as u64 + 2)
-            .read_until(b'\n', &mut buf)
-            .map_err(io)?;
-        if n == 0 {
-            break;
-        }
+    while let Some((offset, raw)) = lines.next_line().map_err(io)? {
         out.lines += 1;
-        let start = offset;
-        offset += n as u64;
-        let mut line = &buf[..];
-        let complete = line.last() == Some(&b'\n');
-        if complete {
-            line = &line[..line.len() - 1];
-        } else if n > MAX_LINE {
-            // Skip the rest of an overlong line.
-            let mut rest = 0u64;
-            loop {
-                let chunk = reader.fill_buf().map_err(io)?;
-                if chunk.is_empty() {
-                    break;
+        let (reason, raw) = match raw {
+            RawLine::Line(line) => match parse_line(line) {
+                Ok(Line::Edge(e)) => {
+                    out.edges.push(e);
+                    continue;
                 }
-                match chunk.iter().position(|&b| b == b'\n') {
-                    Some(p) => {
-                        reader.consume(p + 1);
-                        rest += p as u64 + 1;
-                        break;
-                    }
-                    None => {
-                        let l = chunk.len();
-                        reader.consume(l);
-                        rest += l as u64;
-                    }
-                }
-            }
-            offset += rest;
-            out.rejected.push(Rejected {
-                line: out.lines,
-                offset: start,
-                reason: Malformed::TooLong {
-                    len: n + rest as usize,
-                },
-                raw: escape(&buf[..256]),
-            });
-            continue;
-        }
-        match parse_line(line) {
-            Ok(Line::Edge(e)) => out.edges.push(e),
-            Ok(Line::Skip) => {}
-            Err(reason) => out.rejected.push(Rejected {
-                line: out.lines,
-                offset: start,
-                reason,
-                raw: escape(&line[..line.len().min(256)]),
-            }),
-        }
+                Ok(Line::Skip) => continue,
+                Err(reason) => (reason, &line[..line.len().min(256)]),
+            },
+            RawLine::TooLong { len, head } => (Malformed::TooLong { len }, head),
+        };
+        out.rejected.push(Rejected {
+            line: out.lines,
+            offset,
+            reason,
+            raw: escape(raw),
+        });
     }
     Ok(out)
 }

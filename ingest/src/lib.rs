@@ -1,9 +1,11 @@
 //! # exoflow-ingest: edge streams
 //!
 //! Everything that brings edges in, and nothing of what is done with them.
-//! This first slice holds the edge-list format: one byte-level parser, used by
-//! every command that reads edges, and a reader of whole files (plain or
-//! gzip) that keeps malformed lines aside with their place.
+//! It holds the edge-list format (one byte-level parser, used by every
+//! command that reads edges), a reader of whole files (plain or gzip) that
+//! keeps malformed lines aside with their place, partitioned replayable
+//! sources with positions ([`source`]), the epoch cutter ([`epoch`]) and the
+//! R-MAT generator ([`rmat`]).
 //!
 //! ```
 //! use exoflow_ingest::edge::{parse_line, Edge, Line, Op};
@@ -15,5 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod edge;
+pub mod epoch;
 pub mod file;
 pub mod rmat;
+pub mod source;

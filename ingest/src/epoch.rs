@@ -1,0 +1,372 @@
+//! Cutting a partitioned source into epochs.
+//!
+//! An epoch is, per partition, a range of positions `start..end` and the
+//! records in it. By count ([`Cutter::by_count`]), an epoch of N edges takes
+//! the next `ceil(N / P)` valid records of each of the P partitions: the cut
+//! is the same whatever the timing or the number of workers (malformed
+//! records are carried along but not counted). By time ([`Cutter::by_time`]),
+//! it takes whatever arrives within T ms: not reproducible, so the ranges
+//! must be recorded before anything of the epoch is published, and a replay
+//! reads exactly them ([`replay`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::edge::Edge;
+use crate::source::{BadRecord, Next, PartitionReader, Position, Source, SourceError};
+
+/// One partition's share of an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// The partition.
+    pub partition: u32,
+    /// Position of the first record.
+    pub start: Position,
+    /// Position after the last record.
+    pub end: Position,
+    /// The edges, in order.
+    pub edges: Vec<Edge>,
+    /// The malformed records, in order.
+    pub bad: Vec<BadRecord>,
+}
+
+/// Paces reading to a rate in edges per second.
+#[derive(Debug)]
+struct Pacer {
+    rate: f64,
+    since: Instant,
+    edges: u64,
+}
+
+impl Pacer {
+    fn tick(&mut self, n: u64) {
+        self.edges += n;
+        let due = Duration::from_secs_f64(self.edges as f64 / self.rate);
+        let elapsed = self.since.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+/// Reads epochs from every partition of a source.
+pub struct Cutter {
+    source: Arc<dyn Source>,
+    readers: Vec<Box<dyn PartitionReader>>,
+    ended: Vec<bool>,
+    pacer: Option<Pacer>,
+}
+
+/// How long to wait before polling an idle partition again.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+impl Cutter {
+    /// Opens every partition at the given positions (one per partition).
+    pub fn new(source: Arc<dyn Source>, from: &[Position]) -> Result<Self, SourceError> {
+        if from.len() != source.partitions() {
+            return Err(SourceError::Invalid(format!(
+                "{}: {} positions given for {} partitions",
+                source.describe(),
+                from.len(),
+                source.partitions()
+            )));
+        }
+        let readers = from
+            .iter()
+            .enumerate()
+            .map(|(p, &at)| source.open(p, at))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ended = vec![false; readers.len()];
+        Ok(Self {
+            source,
+            readers,
+            ended,
+            pacer: None,
+        })
+    }
+
+    /// Opens every partition at its start.
+    pub fn from_start(source: Arc<dyn Source>) -> Result<Self, SourceError> {
+        let from: Vec<Position> = (0..source.partitions()).map(|p| source.start(p)).collect();
+        Self::new(source, &from)
+    }
+
+    /// Reads at most `rate` edges per second from now on (the paper's ingest
+    /// actors read their files at a fixed rate).
+    pub fn pace(&mut self, rate: Option<f64>) {
+        self.pacer = rate.filter(|r| *r > 0.0).map(|rate| Pacer {
+            rate,
+            since: Instant::now(),
+            edges: 0,
+        });
+    }
+
+    /// Whether every partition has ended.
+    pub fn at_end(&self) -> bool {
+        self.ended.iter().all(|&e| e)
+    }
+
+    /// The source.
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    /// The next positions of every partition.
+    pub fn positions(&self) -> Vec<Position> {
+        self.readers.iter().map(|r| r.position()).collect()
+    }
+
+    /// Reads one record of partition `p` into `slice`. Returns whether it
+    /// was an edge, `None` when the partition is idle or ended.
+    fn read_one(&mut self, p: usize, slice: &mut Slice) -> Result<Option<bool>, SourceError> {
+        if self.ended[p] {
+            return Ok(None);
+        }
+        match self.readers[p].next()? {
+            Next::Item { item: Ok(e), .. } => {
+                slice.edges.push(e);
+                slice.end = self.readers[p].position();
+                Ok(Some(true))
+            }
+            Next::Item {
+                at,
+                item: Err((reason, raw)),
+            } => {
+                slice.bad.push(BadRecord {
+                    partition: p as u32,
+                    at,
+                    reason: reason.to_string(),
+                    raw,
+                });
+                slice.end = self.readers[p].position();
+                Ok(Some(false))
+            }
+            Next::Idle => Ok(None),
+            Next::End => {
+                self.ended[p] = true;
+                slice.end = self.readers[p].position();
+                Ok(None)
+            }
+        }
+    }
+
+    fn empty_slices(&self) -> Vec<Slice> {
+        self.readers
+            .iter()
+            .enumerate()
+            .map(|(p, r)| Slice {
+                partition: p as u32,
+                start: r.position(),
+                end: r.position(),
+                edges: Vec::new(),
+                bad: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The next epoch of `n` edges: `ceil(n / P)` valid records of each
+    /// partition, fewer where a partition ends. `stop` is polled while a
+    /// partition is idle: when it says so, the epoch is cut where it is.
+    pub fn by_count(&mut self, n: u64, stop: &dyn Fn() -> bool) -> Result<Vec<Slice>, SourceError> {
+        let parts = self.readers.len() as u64;
+        let share = n.div_ceil(parts).max(1);
+        let mut slices = self.empty_slices();
+        for (p, slice) in slices.iter_mut().enumerate() {
+            let mut taken = 0u64;
+            while taken < share && !self.ended[p] {
+                match self.read_one(p, slice)? {
+                    Some(true) => {
+                        taken += 1;
+                        if let Some(pacer) = &mut self.pacer {
+                            pacer.tick(1);
+                        }
+                    }
+                    Some(false) => {}
+                    None if self.ended[p] => {}
+                    None => {
+                        if stop() {
+                            return Ok(slices);
+                        }
+                        std::thread::sleep(IDLE_WAIT);
+                    }
+                }
+            }
+        }
+        Ok(slices)
+    }
+
+    /// The next epoch of whatever arrives within `window`, read from the
+    /// partitions in turn, up to `max` edges. Ends early when every
+    /// partition has ended, or when `stop` says so.
+    pub fn by_time(
+        &mut self,
+        window: Duration,
+        max: u64,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<Slice>, SourceError> {
+        const BURST: usize = 256;
+        let deadline = Instant::now() + window;
+        let mut slices = self.empty_slices();
+        let mut taken = 0u64;
+        while Instant::now() < deadline && !self.at_end() && taken < max && !stop() {
+            let mut progressed = false;
+            for (p, slice) in slices.iter_mut().enumerate() {
+                for _ in 0..BURST {
+                    match self.read_one(p, slice)? {
+                        Some(edge) => {
+                            progressed = true;
+                            if edge {
+                                taken += 1;
+                                if let Some(pacer) = &mut self.pacer {
+                                    pacer.tick(1);
+                                }
+                            }
+                        }
+                        None => break,
+                    }
+                    if taken >= max || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+            if !progressed {
+                std::thread::sleep(
+                    IDLE_WAIT.min(deadline.saturating_duration_since(Instant::now())),
+                );
+            }
+        }
+        Ok(slices)
+    }
+}
+
+/// Reads partition `partition` from `start` up to `end` again: the records
+/// of a recorded range. Fails if the source no longer holds them.
+pub fn replay(
+    source: &dyn Source,
+    partition: usize,
+    start: Position,
+    end: Position,
+) -> Result<Slice, SourceError> {
+    let mut r = source.open(partition, start)?;
+    let mut slice = Slice {
+        partition: partition as u32,
+        start,
+        end: start,
+        edges: Vec::new(),
+        bad: Vec::new(),
+    };
+    while r.position() < end {
+        match r.next()? {
+            Next::Item { item: Ok(e), .. } => slice.edges.push(e),
+            Next::Item {
+                at,
+                item: Err((reason, raw)),
+            } => slice.bad.push(BadRecord {
+                partition: partition as u32,
+                at,
+                reason: reason.to_string(),
+                raw,
+            }),
+            Next::Idle => std::thread::sleep(IDLE_WAIT),
+            Next::End => break,
+        }
+    }
+    slice.end = r.position();
+    if slice.end != end {
+        return Err(SourceError::Invalid(format!(
+            "{}: partition {partition} replayed to {} instead of the recorded {end}",
+            source.describe(),
+            slice.end
+        )));
+    }
+    Ok(slice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rmat::Rmat;
+    use crate::source::{FileSource, GenSource};
+
+    fn never() -> bool {
+        false
+    }
+
+    #[test]
+    fn count_cuts_are_deterministic_and_replay_exactly() -> Result<(), SourceError> {
+        let rmat = Rmat {
+            scale: 8,
+            edge_factor: 8,
+            seed: 5,
+        };
+        let src: Arc<dyn Source> = Arc::new(GenSource::new(rmat, 3));
+        let mut a = Cutter::from_start(src.clone())?;
+        let mut epochs = Vec::new();
+        while !a.at_end() {
+            epochs.push(a.by_count(100, &never)?);
+        }
+        // Each partition gives ceil(100/3) = 34 edges per epoch until it ends.
+        assert!(epochs[0].iter().all(|s| s.edges.len() == 34));
+        let total: usize = epochs.iter().flatten().map(|s| s.edges.len()).sum();
+        let want = (0..rmat.draws())
+            .filter(|&i| rmat.edge(i).is_some())
+            .count();
+        assert_eq!(total, want);
+        // Restart from the positions after epoch 3: the same later epochs.
+        let after: Vec<Position> = epochs[3].iter().map(|s| s.end).collect();
+        let mut b = Cutter::new(src.clone(), &after)?;
+        for e in &epochs[4..] {
+            assert_eq!(&b.by_count(100, &never)?, e);
+        }
+        // Replay of recorded ranges.
+        for s in &epochs[2] {
+            assert_eq!(
+                &replay(src.as_ref(), s.partition as usize, s.start, s.end)?,
+                s
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_lines_are_carried_but_not_counted() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("e.txt");
+        std::fs::write(&path, "1 2\nnope\n3 4\n5 6\n")?;
+        let src: Arc<dyn Source> = Arc::new(FileSource::open(&path, 1)?);
+        let mut c = Cutter::from_start(src)?;
+        let e = c.by_count(2, &never)?;
+        assert_eq!(e[0].edges.len(), 2);
+        assert_eq!(e[0].bad.len(), 1);
+        assert_eq!(e[0].bad[0].at, Position::at(4));
+        assert_eq!(e[0].end, Position::at(13));
+        let e = c.by_count(2, &never)?;
+        assert_eq!(e[0].edges.len(), 1);
+        assert!(c.at_end());
+        Ok(())
+    }
+
+    #[test]
+    fn time_cuts_record_ranges_that_replay() -> Result<(), SourceError> {
+        let src: Arc<dyn Source> = Arc::new(GenSource::new(
+            Rmat {
+                scale: 10,
+                edge_factor: 4,
+                seed: 2,
+            },
+            2,
+        ));
+        let mut c = Cutter::from_start(src.clone())?;
+        c.pace(Some(50_000.0));
+        let e = c.by_time(Duration::from_millis(30), u64::MAX, &never)?;
+        let n: usize = e.iter().map(|s| s.edges.len()).sum();
+        assert!(n > 0 && n < 4096, "paced: {n}");
+        for s in &e {
+            assert_eq!(
+                &replay(src.as_ref(), s.partition as usize, s.start, s.end)?,
+                s
+            );
+        }
+        Ok(())
+    }
+}
