@@ -61,6 +61,11 @@ impl TaskContext<'_> {
         self.run.inner.store.as_ref()
     }
 
+    /// The engine's store, shared (for threads the task starts).
+    pub fn store_arc(&self) -> crate::store::SharedStore {
+        self.run.inner.store.clone()
+    }
+
     /// Writes an external output `outputs/<wid>/<name>` once. It waits until
     /// every input of this task is committed, so nothing built on a value that
     /// a crash could still change becomes visible. Written again after a crash,

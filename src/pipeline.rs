@@ -1,0 +1,986 @@
+//! The online-offline pipeline (DESIGN §4): one streaming task of an engine
+//! workflow reads a partitioned source in epochs, logs each epoch, keeps the
+//! TunkRank influence up to date incrementally, and publishes one output per
+//! committed epoch, exactly once.
+//!
+//! Per epoch e, in order:
+//! 1. cut: per partition a position range (by count, reproducible; or by
+//!    time, recorded before anything of e is published);
+//! 2. log: `streams/<wid>/epochs/<e>/g<gen>/part-<p>`: the range, and in
+//!    `sync`/`async` mode the edges and malformed records; `none` logs only
+//!    the range. `sync` waits for the parts before the online update;
+//!    `async` overlaps them with it;
+//! 3. online update of the epoch's edges;
+//! 4. `COMMIT(e)` (write-once, after every part and after `COMMIT(e-1)`),
+//!    then the output `outputs/<wid>/online/<e>` (and `rejected/<e>`),
+//!    compared byte for byte if it exists; every K epochs a snapshot of the
+//!    graph, valid only with its MANIFEST, written last.
+//!
+//! Recovery (every start of the task is one): the committed prefix of
+//! epochs is found; the online state is rebuilt from the newest snapshot at
+//! or below the first epoch whose output is missing, replaying the committed
+//! epochs after it from their logs (`none`: from the source by the recorded
+//! ranges), comparing outputs that exist; the source continues from the end
+//! positions of the last committed epoch.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+use exoflow_engine::codec::{self, Kind};
+use exoflow_engine::failpoint;
+use exoflow_engine::store::{put_once, PutOnce, Store};
+use exoflow_engine::{Dag, DagError, Failure, TaskContext, TaskOptions, Workflow};
+use exoflow_graph::online::{Layered, Online};
+use exoflow_graph::{format_fixed, EdgeOp};
+use exoflow_ingest::edge::{Edge, Op};
+use exoflow_ingest::epoch::{replay, Cutter, Slice};
+use exoflow_ingest::rmat::Rmat;
+use exoflow_ingest::source::{BadRecord, FileSource, GenSource, Position, Source};
+use serde::{Deserialize, Serialize};
+
+/// The registered DAG name of a streaming job.
+pub const DAG: &str = "exoflow-stream";
+
+/// What is written per epoch besides the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Checkpoint {
+    /// Only each epoch's position ranges (a few bytes); resume re-reads the
+    /// source from its start (the paper's NoCkpt).
+    None,
+    /// The epoch's edges are durable before its online update starts.
+    Sync,
+    /// The epoch's edges are written while its online update runs.
+    Async,
+}
+
+/// A streaming job, as recorded when it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobConfig {
+    /// The source: `file:PATH` or `gen:rmat?scale=S&edge-factor=F&seed=X`.
+    pub source: String,
+    /// Source partitions (fixed for the job's life).
+    pub partitions: usize,
+    /// Epochs of this many edges (reproducible cuts).
+    pub epoch_edges: Option<u64>,
+    /// Epochs of this many milliseconds (recorded cuts).
+    pub epoch_ms: Option<u64>,
+    /// Stop after this many epochs in all.
+    pub epochs: Option<u64>,
+    /// The checkpoint mode.
+    pub checkpoint: Checkpoint,
+    /// Read at most this many edges per second.
+    pub rate: Option<f64>,
+    /// Snapshot the graph every this many epochs (0: never).
+    pub snapshot_every: u64,
+    /// Also write every epoch's full change set.
+    pub emit_changes: bool,
+    /// Stop when more than this fraction of an epoch's records is malformed.
+    pub max_bad_ratio: f64,
+    /// The source's fingerprint when the job was created.
+    pub fingerprint: String,
+}
+
+/// Opens a source spec with `partitions` partitions.
+pub fn open_source(spec: &str, partitions: usize) -> Result<Arc<dyn Source>> {
+    if let Some(path) = spec.strip_prefix("file:") {
+        let src = FileSource::open(std::path::Path::new(path), partitions)
+            .with_context(|| format!("opening the source {spec}"))?;
+        return Ok(Arc::new(src));
+    }
+    if let Some(rest) = spec.strip_prefix("gen:rmat") {
+        let mut rmat = Rmat {
+            scale: 16,
+            edge_factor: 16,
+            seed: 1,
+        };
+        let query = rest.strip_prefix('?').unwrap_or(rest);
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("source {spec}: `{kv}` is not KEY=VALUE"))?;
+            let num = |what: &str| -> Result<u64> {
+                v.parse()
+                    .with_context(|| format!("source {spec}: {what} `{v}` is not a number"))
+            };
+            match k {
+                "scale" => rmat.scale = num("scale")? as u32,
+                "edge-factor" => rmat.edge_factor = num("edge-factor")?,
+                "seed" => rmat.seed = num("seed")?,
+                _ => bail!("source {spec}: unknown parameter `{k}` (scale, edge-factor, seed)"),
+            }
+        }
+        if rmat.scale == 0 || rmat.scale > 40 {
+            bail!("source {spec}: scale must be between 1 and 40");
+        }
+        return Ok(Arc::new(GenSource::new(rmat, partitions)));
+    }
+    if spec.starts_with("kafka://") {
+        bail!("source {spec}: Kafka sources are not built yet in this version; use file:PATH or gen:rmat");
+    }
+    bail!("source {spec}: expected file:PATH or gen:rmat?scale=S&edge-factor=F&seed=X")
+}
+
+/// The log of one partition's share of an epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EpochPart {
+    epoch: u64,
+    partition: u32,
+    start: Position,
+    end: Position,
+    /// The edges (`None` in mode `none`).
+    edges: Option<Vec<(bool, u64, u64)>>,
+    /// The malformed records (`None` in mode `none`).
+    bad: Option<Vec<BadRecord>>,
+}
+
+/// The commit record of an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct EpochCommit {
+    epoch: u64,
+    /// The generation whose parts hold the epoch.
+    generation: u64,
+    /// Per partition: start and end positions.
+    ranges: Vec<(Position, Position)>,
+    /// Per partition: crc32c of its part object.
+    part_crcs: Vec<u32>,
+    /// Valid edge records in the epoch.
+    edges: u64,
+}
+
+/// A snapshot's manifest: written last, it makes the snapshot exist.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    epoch: u64,
+    edges: u64,
+    data_len: u64,
+    data_crc: u32,
+}
+
+/// The deterministic output of an epoch.
+#[derive(Debug, Serialize)]
+struct OnlineOutput<'a> {
+    epoch: u64,
+    edges: u64,
+    inserted: u64,
+    removed: u64,
+    changed: usize,
+    nodes: u64,
+    digest: String,
+    top: &'a [(u64, String)],
+}
+
+/// Keys of a job.
+struct Keys {
+    wid: String,
+}
+
+impl Keys {
+    fn config(&self) -> String {
+        format!("streams/{}/CONFIG", self.wid)
+    }
+    fn epochs(&self) -> String {
+        format!("streams/{}/epochs/", self.wid)
+    }
+    fn part(&self, e: u64, generation: u64, p: usize) -> String {
+        format!(
+            "streams/{}/epochs/{e:010}/g{generation}/part-{p:05}",
+            self.wid
+        )
+    }
+    fn commit(&self, e: u64) -> String {
+        format!("streams/{}/epochs/{e:010}/COMMIT", self.wid)
+    }
+    fn snapshots(&self) -> String {
+        format!("streams/{}/snapshots/", self.wid)
+    }
+    fn snapshot_data(&self, e: u64) -> String {
+        format!("streams/{}/snapshots/{e:010}/edges", self.wid)
+    }
+    fn manifest(&self, e: u64) -> String {
+        format!("streams/{}/snapshots/{e:010}/MANIFEST", self.wid)
+    }
+    fn online(&self, e: u64) -> String {
+        format!("outputs/{}/online/{e:010}", self.wid)
+    }
+    fn changes(&self, e: u64) -> String {
+        format!("outputs/{}/changes/{e:010}", self.wid)
+    }
+    fn rejected(&self, e: u64) -> String {
+        format!("outputs/{}/rejected/{e:010}", self.wid)
+    }
+    fn metrics(&self, generation: u64) -> String {
+        format!("metrics/{}/{generation}/epochs.csv", self.wid)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ops_of(edges: &[Edge]) -> impl Iterator<Item = EdgeOp> + '_ {
+    edges.iter().map(|e| EdgeOp {
+        src: e.src,
+        dst: e.dst,
+        insert: e.op == Op::Insert,
+    })
+}
+
+/// Writes `bytes` at `key` once; an existing object must hold the same bytes.
+fn write_once(store: &dyn Store, key: &str, bytes: &[u8]) -> Result<()> {
+    match put_once(store, key, bytes).with_context(|| format!("writing {key}"))? {
+        PutOnce::Written => Ok(()),
+        PutOnce::Differs(_) => bail!(
+            "{key} exists with other bytes: the recomputed output differs from the committed one (nondeterminism, or another owner wrote it)"
+        ),
+    }
+}
+
+/// The committed prefix of epochs: COMMIT(1..=c) all present.
+fn committed_prefix(store: &dyn Store, keys: &Keys) -> Result<u64> {
+    let listed = store
+        .list(&keys.epochs())
+        .with_context(|| format!("listing {}", keys.epochs()))?;
+    let mut commits: Vec<u64> = listed
+        .iter()
+        .filter_map(|k| k.strip_suffix("/COMMIT"))
+        .filter_map(|k| k.rsplit('/').next()?.parse().ok())
+        .collect();
+    commits.sort_unstable();
+    let mut c = 0;
+    for e in commits {
+        if e == c + 1 {
+            c = e;
+        } else if e > c + 1 {
+            break;
+        }
+    }
+    Ok(c)
+}
+
+fn read_commit(store: &dyn Store, keys: &Keys, e: u64) -> Result<EpochCommit> {
+    let key = keys.commit(e);
+    let bytes = store
+        .get(&key)
+        .with_context(|| format!("reading {key}"))?
+        .with_context(|| format!("{key} is missing"))?;
+    Ok(codec::decode(&key, Kind::EpochCommit, &bytes)?)
+}
+
+/// The edges (in partition order) and malformed records of a committed
+/// epoch, from its logs or, for logs without edges, from the source.
+fn read_epoch(
+    store: &dyn Store,
+    keys: &Keys,
+    source: &dyn Source,
+    commit: &EpochCommit,
+) -> Result<(Vec<Edge>, Vec<BadRecord>)> {
+    let mut edges = Vec::new();
+    let mut bad = Vec::new();
+    for (p, &(start, end)) in commit.ranges.iter().enumerate() {
+        let key = keys.part(commit.epoch, commit.generation, p);
+        let bytes = store
+            .get(&key)
+            .with_context(|| format!("reading {key}"))?
+            .with_context(|| {
+                format!("{key} is missing though COMMIT({}) names it", commit.epoch)
+            })?;
+        if commit.part_crcs.get(p) != Some(&crc32c::crc32c(&bytes)) {
+            bail!(
+                "{key} does not match the checksum recorded in COMMIT({})",
+                commit.epoch
+            );
+        }
+        let part: EpochPart = codec::decode(&key, Kind::EpochLog, &bytes)?;
+        match (part.edges, part.bad) {
+            (Some(es), Some(bs)) => {
+                edges.extend(es.into_iter().map(|(ins, src, dst)| Edge {
+                    op: if ins { Op::Insert } else { Op::Remove },
+                    src,
+                    dst,
+                }));
+                bad.extend(bs);
+            }
+            _ => {
+                let slice = replay(source, p, start, end).with_context(|| {
+                    format!(
+                        "re-reading epoch {} of partition {p} from the source",
+                        commit.epoch
+                    )
+                })?;
+                edges.extend(slice.edges);
+                bad.extend(slice.bad);
+            }
+        }
+    }
+    Ok((edges, bad))
+}
+
+/// A snapshot: its epoch and the graph's edges then.
+type Snapshot = (u64, Vec<(u64, u64)>);
+
+/// Whether epoch `e` is snapshotted.
+fn snapshot_due(cfg: &JobConfig, e: u64) -> bool {
+    cfg.checkpoint != Checkpoint::None
+        && cfg.snapshot_every > 0
+        && e.is_multiple_of(cfg.snapshot_every)
+}
+
+/// The newest valid snapshot at or below `at_most`: its epoch and edges.
+fn load_snapshot(store: &dyn Store, keys: &Keys, at_most: u64) -> Result<Option<Snapshot>> {
+    let listed = store.list(&keys.snapshots()).context("listing snapshots")?;
+    let mut epochs: Vec<u64> = listed
+        .iter()
+        .filter_map(|k| k.strip_suffix("/MANIFEST"))
+        .filter_map(|k| k.rsplit('/').next()?.parse().ok())
+        .filter(|&e| e <= at_most)
+        .collect();
+    epochs.sort_unstable();
+    for &e in epochs.iter().rev() {
+        let mkey = keys.manifest(e);
+        let Some(mbytes) = store.get(&mkey)? else {
+            continue;
+        };
+        let manifest: Manifest = codec::decode(&mkey, Kind::Manifest, &mbytes)?;
+        let dkey = keys.snapshot_data(e);
+        let data = store
+            .get(&dkey)?
+            .with_context(|| format!("{dkey} is missing though its MANIFEST exists"))?;
+        if data.len() as u64 != manifest.data_len || crc32c::crc32c(&data) != manifest.data_crc {
+            bail!("{dkey} does not match its MANIFEST (corrupt snapshot)");
+        }
+        let edges: Vec<(u64, u64)> = codec::decode(&dkey, Kind::Snapshot, &data)?;
+        return Ok(Some((e, edges)));
+    }
+    Ok(None)
+}
+
+/// The online state: the computation and what the outputs need besides.
+struct State {
+    online: Layered,
+    nodes: u64,
+}
+
+impl State {
+    fn from_edges(edges: &[(u64, u64)]) -> Result<Self> {
+        let online = Layered::from_pairs(edges)?;
+        let nodes = online.table().len() as u64;
+        Ok(Self { online, nodes })
+    }
+
+    /// Applies an epoch; returns its output bytes and, if asked, its change
+    /// set as CSV.
+    fn apply(
+        &mut self,
+        epoch: u64,
+        edges: &[Edge],
+        with_changes: bool,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+        let ops: Vec<EdgeOp> = ops_of(edges).collect();
+        let update = self
+            .online
+            .apply(&ops)
+            .with_context(|| format!("epoch {epoch}"))?;
+        for c in &update.changes {
+            match (c.old, c.new) {
+                (None, Some(_)) => self.nodes += 1,
+                (Some(_), None) => self.nodes -= 1,
+                _ => {}
+            }
+        }
+        let top: Vec<(u64, String)> = self
+            .online
+            .top(100)
+            .into_iter()
+            .map(|(n, x)| (n, format_fixed(x)))
+            .collect();
+        let out = OnlineOutput {
+            epoch,
+            edges: edges.len() as u64,
+            inserted: update.inserted,
+            removed: update.removed,
+            changed: update.changes.len(),
+            nodes: self.nodes,
+            digest: format!("{:016x}", self.online.digest()),
+            top: &top,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&out)?;
+        bytes.push(b'\n');
+        let changes = with_changes.then(|| {
+            let mut s = String::from("node,old,new\n");
+            for c in &update.changes {
+                let f = |x: Option<u64>| x.map(format_fixed).unwrap_or_default();
+                let _ = writeln!(s, "{},{},{}", c.node, f(c.old), f(c.new));
+            }
+            s.into_bytes()
+        });
+        Ok((bytes, changes))
+    }
+}
+
+fn rejected_bytes(source: &dyn Source, bad: &[BadRecord]) -> Vec<u8> {
+    let mut s = format!(
+        "# source: {}\npartition\tposition\treason\traw\n",
+        source.describe()
+    );
+    for b in bad {
+        let _ = writeln!(s, "{}\t{}\t{}\t{}", b.partition, b.at, b.reason, b.raw);
+    }
+    s.into_bytes()
+}
+
+/// One row of `epochs.csv`.
+#[derive(Debug, Clone, Default)]
+struct EpochMetrics {
+    epoch: u64,
+    edges: u64,
+    closed_at: u64,
+    log_durable_at: u64,
+    online_done_at: u64,
+    output_committed_at: u64,
+}
+
+/// What the committer thread is asked to do, in epoch order.
+enum Job {
+    /// Write the parts of an epoch; answer when durable.
+    Parts {
+        epoch: u64,
+        parts: Vec<(String, Vec<u8>)>,
+        durable: Sender<std::result::Result<u64, String>>,
+    },
+    /// Commit an epoch and publish its outputs.
+    Commit(Box<CommitJob>),
+}
+
+struct CommitJob {
+    commit: EpochCommit,
+    output: Vec<u8>,
+    changes: Option<Vec<u8>>,
+    rejected: Option<Vec<u8>>,
+    snapshot: Option<Vec<(u64, u64)>>,
+    metrics: EpochMetrics,
+    /// The parts' durability, if the main thread did not wait for it.
+    durable: Option<Receiver<std::result::Result<u64, String>>>,
+}
+
+/// Progress of the committer, shared with the streaming loop.
+struct Shared {
+    error: parking_lot::Mutex<Option<String>>,
+    quiet: bool,
+}
+
+fn committer(
+    store: Arc<dyn Store>,
+    keys: Keys,
+    generation: u64,
+    jobs: Receiver<Job>,
+    shared: Arc<Shared>,
+) {
+    let mut rows: Vec<EpochMetrics> = Vec::new();
+    let fail = |e: anyhow::Error| {
+        let mut slot = shared.error.lock();
+        if slot.is_none() {
+            *slot = Some(format!("{e:#}"));
+        }
+    };
+    for job in jobs {
+        if shared.error.lock().is_some() {
+            continue; // drain without acting
+        }
+        match job {
+            Job::Parts {
+                epoch,
+                parts,
+                durable,
+            } => {
+                let mut result = Ok(now_ms());
+                for (key, bytes) in &parts {
+                    if let Err(e) = write_once(store.as_ref(), key, bytes) {
+                        result = Err(format!("{e:#}"));
+                        break;
+                    }
+                    failpoint::hit("stream.part_written");
+                }
+                if let Err(e) = &result {
+                    fail(anyhow!("epoch {epoch}: {e}"));
+                }
+                let _ = durable.send(result.map(|_| now_ms()));
+            }
+            Job::Commit(job) => {
+                if let Err(e) = commit_epoch(
+                    store.as_ref(),
+                    &keys,
+                    generation,
+                    *job,
+                    &mut rows,
+                    shared.quiet,
+                ) {
+                    fail(e);
+                }
+            }
+        }
+    }
+}
+
+fn commit_epoch(
+    store: &dyn Store,
+    keys: &Keys,
+    generation: u64,
+    mut job: CommitJob,
+    rows: &mut Vec<EpochMetrics>,
+    quiet: bool,
+) -> Result<()> {
+    let e = job.commit.epoch;
+    if let Some(rx) = job.durable.take() {
+        match rx.recv() {
+            Ok(Ok(at)) => job.metrics.log_durable_at = at,
+            Ok(Err(msg)) => bail!("epoch {e}: {msg}"),
+            Err(_) => bail!("epoch {e}: the log writer stopped"),
+        }
+    }
+    failpoint::hit("stream.before_commit");
+    let bytes = codec::encode(Kind::EpochCommit, &job.commit)?;
+    match put_once(store, &keys.commit(e), &bytes)? {
+        PutOnce::Written => {}
+        PutOnce::Differs(_) => bail!(
+            "COMMIT({e}) was written by another owner of this workflow meanwhile; resume to continue from the store"
+        ),
+    }
+    failpoint::hit("stream.committed");
+    write_once(store, &keys.online(e), &job.output)?;
+    if let Some(c) = &job.changes {
+        write_once(store, &keys.changes(e), c)?;
+    }
+    if let Some(r) = &job.rejected {
+        write_once(store, &keys.rejected(e), r)?;
+    }
+    job.metrics.output_committed_at = now_ms();
+    if let Some(edges) = job.snapshot {
+        write_snapshot(store, keys, e, &edges)?;
+    }
+    let m = &job.metrics;
+    if !quiet {
+        eprintln!(
+            "epoch {:>5}: {:>9} edges, latency {:>5} ms (log {} ms, online {} ms), committed",
+            e,
+            m.edges,
+            m.output_committed_at.saturating_sub(m.closed_at),
+            m.log_durable_at.saturating_sub(m.closed_at),
+            m.online_done_at.saturating_sub(m.closed_at),
+        );
+    }
+    rows.push(job.metrics);
+    let mut csv = String::from(
+        "epoch,edges,closed_at,log_durable_at,online_done_at,output_committed_at,latency_ms\n",
+    );
+    for r in rows.iter() {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{}",
+            r.epoch,
+            r.edges,
+            r.closed_at,
+            r.log_durable_at,
+            r.online_done_at,
+            r.output_committed_at,
+            r.output_committed_at.saturating_sub(r.closed_at)
+        );
+    }
+    store
+        .put(&keys.metrics(generation), csv.as_bytes())
+        .context("writing metrics")?;
+    Ok(())
+}
+
+fn write_snapshot(store: &dyn Store, keys: &Keys, e: u64, edges: &[(u64, u64)]) -> Result<()> {
+    let data = codec::encode(Kind::Snapshot, edges)?;
+    // A snapshot of a committed epoch is deterministic: an existing one
+    // (from before a crash) must be identical.
+    write_once(store, &keys.snapshot_data(e), &data)?;
+    failpoint::hit("stream.snapshot_data");
+    let manifest = Manifest {
+        epoch: e,
+        edges: edges.len() as u64,
+        data_len: data.len() as u64,
+        data_crc: crc32c::crc32c(&data),
+    };
+    write_once(
+        store,
+        &keys.manifest(e),
+        &codec::encode(Kind::Manifest, &manifest)?,
+    )
+}
+
+/// What the streaming task returns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The last committed epoch.
+    pub last_epoch: u64,
+    /// Edges in the graph then.
+    pub graph_edges: u64,
+}
+
+/// Set by SIGINT/SIGTERM handlers: finish the epoch in flight and stop.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The workflow of a streaming job.
+pub fn workflow(cfg: &JobConfig) -> std::result::Result<Workflow<StreamSummary>, DagError> {
+    let cfg = cfg.clone();
+    let mut dag = Dag::new();
+    let stream = dag.task(
+        "stream",
+        TaskOptions::sync().nondeterministic().retries(0),
+        move |ctx| run_stream(ctx, &cfg).map_err(|e| Failure::fatal(format!("{e:#}"))),
+    );
+    dag.finish(stream)
+}
+
+/// Rebuilds the online state at committed epoch `at` (snapshot + logs).
+fn rebuild(
+    store: &dyn Store,
+    keys: &Keys,
+    source: &dyn Source,
+    at: u64,
+    mut each: impl FnMut(u64, &mut State, &[Edge], &[BadRecord]) -> Result<()>,
+) -> Result<State> {
+    let (from, mut state) = match load_snapshot(store, keys, at)? {
+        Some((e, edges)) => (e, State::from_edges(&edges)?),
+        None => (0, State::from_edges(&[])?),
+    };
+    for e in from + 1..=at {
+        let commit = read_commit(store, keys, e)?;
+        let (edges, bad) = read_epoch(store, keys, source, &commit)?;
+        each(e, &mut state, &edges, &bad)?;
+    }
+    Ok(state)
+}
+
+fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
+    let store: Arc<dyn Store> = ctx.store_arc();
+    let keys = Keys {
+        wid: ctx.workflow_id().as_str().to_owned(),
+    };
+    let generation = ctx.generation();
+    let source = open_source(&cfg.source, cfg.partitions)?;
+    let now = source.fingerprint();
+    if now != cfg.fingerprint {
+        bail!(
+            "the source changed since the job was created: recorded `{}`, now `{now}`; refusing to resume on other data",
+            cfg.fingerprint
+        );
+    }
+    write_once(
+        store.as_ref(),
+        &keys.config(),
+        &serde_json::to_vec_pretty(cfg)?,
+    )?;
+    let quiet = std::env::var_os("EXOFLOW_QUIET").is_some();
+
+    // Recovery: the committed prefix, and outputs rebuilt or compared.
+    let c = committed_prefix(store.as_ref(), &keys)?;
+    let mut first_missing = c + 1;
+    for e in 1..=c {
+        if store.get(&keys.online(e))?.is_none() {
+            first_missing = e;
+            break;
+        }
+    }
+    let snapshot_bound = first_missing.saturating_sub(1);
+    let mut state = rebuild(
+        store.as_ref(),
+        &keys,
+        source.as_ref(),
+        snapshot_bound,
+        |e, st, edges, _| st.apply(e, edges, false).map(|_| ()),
+    )?;
+    for e in snapshot_bound + 1..=c {
+        let commit = read_commit(store.as_ref(), &keys, e)?;
+        let (edges, bad) = read_epoch(store.as_ref(), &keys, source.as_ref(), &commit)?;
+        let (output, changes) = state.apply(e, &edges, cfg.emit_changes)?;
+        write_once(store.as_ref(), &keys.online(e), &output)?;
+        if let Some(ch) = changes {
+            write_once(store.as_ref(), &keys.changes(e), &ch)?;
+        }
+        if !bad.is_empty() {
+            write_once(
+                store.as_ref(),
+                &keys.rejected(e),
+                &rejected_bytes(source.as_ref(), &bad),
+            )?;
+        }
+        if snapshot_due(cfg, e) {
+            write_snapshot(store.as_ref(), &keys, e, &state.online.edges())?;
+        }
+    }
+    if c > 0 && !quiet {
+        eprintln!("exoflow: recovered at committed epoch {c} (generation {generation})");
+    }
+
+    // Continue the source after the last committed epoch.
+    let mut cutter = if c == 0 {
+        Cutter::from_start(source.clone())?
+    } else {
+        let last = read_commit(store.as_ref(), &keys, c)?;
+        let ends: Vec<Position> = last.ranges.iter().map(|r| r.1).collect();
+        Cutter::new(source.clone(), &ends)?
+    };
+    cutter.pace(cfg.rate);
+
+    let shared = Arc::new(Shared {
+        error: parking_lot::Mutex::new(None),
+        quiet,
+    });
+    let (tx, rx) = crossbeam_channel::bounded::<Job>(4);
+    let writer = {
+        let (store, shared) = (store.clone(), shared.clone());
+        let keys = Keys {
+            wid: keys.wid.clone(),
+        };
+        std::thread::Builder::new()
+            .name("exoflow-committer".into())
+            .spawn(move || committer(store, keys, generation, rx, shared))
+            .context("starting the committer thread")?
+    };
+    let stop = || STOP.load(Ordering::SeqCst) || ctx.stop_requested() || ctx.is_cancelled();
+    let result = stream_loop(
+        ctx,
+        cfg,
+        &keys,
+        source.as_ref(),
+        &mut cutter,
+        &mut state,
+        c,
+        &tx,
+        &shared,
+        &stop,
+    );
+    drop(tx);
+    let _ = writer.join();
+    if let Some(e) = shared.error.lock().take() {
+        bail!(e);
+    }
+    let (last, stopped) = result?;
+    if stopped {
+        bail!("stopped on request after epoch {last}; `exoflow resume` continues");
+    }
+    Ok(StreamSummary {
+        last_epoch: last,
+        graph_edges: state.online.edge_count() as u64,
+    })
+}
+
+/// The epoch loop. Returns the last epoch handed to the committer and
+/// whether it stopped on request.
+#[allow(clippy::too_many_arguments)]
+fn stream_loop(
+    _ctx: &TaskContext<'_>,
+    cfg: &JobConfig,
+    keys: &Keys,
+    source: &dyn Source,
+    cutter: &mut Cutter,
+    state: &mut State,
+    committed: u64,
+    tx: &Sender<Job>,
+    shared: &Shared,
+    stop: &dyn Fn() -> bool,
+) -> Result<(u64, bool)> {
+    let generation = _ctx.generation();
+    let mut e = committed;
+    loop {
+        if shared.error.lock().is_some() {
+            return Ok((e, false));
+        }
+        if cfg.epochs.is_some_and(|k| e >= k) || cutter.at_end() {
+            return Ok((e, false));
+        }
+        if stop() {
+            return Ok((e, true));
+        }
+        let slices: Vec<Slice> = match (cfg.epoch_edges, cfg.epoch_ms) {
+            (_, Some(ms)) => cutter.by_time(Duration::from_millis(ms), u64::MAX, stop)?,
+            (n, None) => cutter.by_count(n.unwrap_or(100_000), stop)?,
+        };
+        let closed_at = now_ms();
+        let edges_n: usize = slices.iter().map(|s| s.edges.len()).sum();
+        let bad_n: usize = slices.iter().map(|s| s.bad.len()).sum();
+        if edges_n == 0 && bad_n == 0 && slices.iter().all(|s| s.start == s.end) {
+            // Nothing read: the source ended or a stop came.
+            continue;
+        }
+        e += 1;
+        if bad_n > 0 && bad_n as f64 > cfg.max_bad_ratio * (edges_n + bad_n) as f64 {
+            let first = slices.iter().flat_map(|s| s.bad.first()).next();
+            let place = first.map_or(String::new(), |b| {
+                format!(
+                    "; first at partition {} {} of {}: {} (`{}`)",
+                    b.partition,
+                    b.at,
+                    source.describe(),
+                    b.reason,
+                    b.raw
+                )
+            });
+            bail!(
+                "epoch {e}: {bad_n} of {} records malformed, over --max-bad-ratio {}{place}; nothing of this epoch was committed",
+                edges_n + bad_n,
+                cfg.max_bad_ratio
+            );
+        }
+        let full = cfg.checkpoint != Checkpoint::None;
+        let parts: Vec<(String, Vec<u8>)> = slices
+            .iter()
+            .enumerate()
+            .map(|(p, s)| {
+                let part = EpochPart {
+                    epoch: e,
+                    partition: p as u32,
+                    start: s.start,
+                    end: s.end,
+                    edges: full.then(|| {
+                        s.edges
+                            .iter()
+                            .map(|x| (x.op == Op::Insert, x.src, x.dst))
+                            .collect()
+                    }),
+                    bad: full.then(|| s.bad.clone()),
+                };
+                Ok((
+                    keys.part(e, generation, p),
+                    codec::encode(Kind::EpochLog, &part)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let commit = EpochCommit {
+            epoch: e,
+            generation,
+            ranges: slices.iter().map(|s| (s.start, s.end)).collect(),
+            part_crcs: parts.iter().map(|(_, b)| crc32c::crc32c(b)).collect(),
+            edges: edges_n as u64,
+        };
+        let (dtx, drx) = crossbeam_channel::bounded(1);
+        tx.send(Job::Parts {
+            epoch: e,
+            parts,
+            durable: dtx,
+        })
+        .map_err(|_| anyhow!("the committer stopped"))?;
+        let mut metrics = EpochMetrics {
+            epoch: e,
+            edges: edges_n as u64,
+            closed_at,
+            ..Default::default()
+        };
+        let mut durable = Some(drx);
+        if cfg.checkpoint == Checkpoint::Sync {
+            match durable.take().map(|rx| rx.recv()) {
+                Some(Ok(Ok(at))) => metrics.log_durable_at = at,
+                Some(Ok(Err(msg))) => bail!("epoch {e}: {msg}"),
+                _ => bail!("epoch {e}: the log writer stopped"),
+            }
+        }
+        let edges: Vec<Edge> = slices
+            .iter()
+            .flat_map(|s| s.edges.iter().copied())
+            .collect();
+        let bad: Vec<BadRecord> = slices.into_iter().flat_map(|s| s.bad).collect();
+        let (output, changes) = state.apply(e, &edges, cfg.emit_changes)?;
+        metrics.online_done_at = now_ms();
+        let snapshot = snapshot_due(cfg, e).then(|| state.online.edges());
+        tx.send(Job::Commit(Box::new(CommitJob {
+            commit,
+            output,
+            changes,
+            rejected: (!bad.is_empty()).then(|| rejected_bytes(source, &bad)),
+            snapshot,
+            metrics,
+            durable,
+        })))
+        .map_err(|_| anyhow!("the committer stopped"))?;
+    }
+}
+
+/// The job's recorded configuration.
+pub fn read_config(store: &dyn Store, wid: &str) -> Result<JobConfig> {
+    let keys = Keys {
+        wid: wid.to_owned(),
+    };
+    let key = keys.config();
+    let bytes = store
+        .get(&key)
+        .with_context(|| format!("reading {key}"))?
+        .with_context(|| {
+            format!("workflow {wid} has no streaming job in this store ({key} is missing)")
+        })?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a job configuration"))
+}
+
+/// The last committed epoch of a job.
+pub fn last_committed(store: &dyn Store, wid: &str) -> Result<u64> {
+    committed_prefix(
+        store,
+        &Keys {
+            wid: wid.to_owned(),
+        },
+    )
+}
+
+/// The online table at committed epoch `at`, recomputed from the nearest
+/// snapshot, and the digest its output recorded.
+pub fn export(
+    store: &dyn Store,
+    wid: &str,
+    at: u64,
+) -> Result<(exoflow_graph::Table, Option<String>)> {
+    let cfg = read_config(store, wid)?;
+    let keys = Keys {
+        wid: wid.to_owned(),
+    };
+    let c = committed_prefix(store, &keys)?;
+    if at > c || at == 0 {
+        bail!("epoch {at} is not committed (committed epochs: 1..={c})");
+    }
+    let source = open_source(&cfg.source, cfg.partitions)?;
+    let state = rebuild(store, &keys, source.as_ref(), at, |_, st, edges, _| {
+        let ops: Vec<EdgeOp> = ops_of(edges).collect();
+        st.online.apply(&ops)?;
+        Ok(())
+    })?;
+    let recorded = store
+        .get(&keys.online(at))?
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("digest").and_then(|d| d.as_str()).map(str::to_owned));
+    let table = state.online.table();
+    let digest = format!("{:016x}", exoflow_graph::digest(&table));
+    if let Some(r) = &recorded {
+        if *r != digest {
+            bail!("the recomputed table at epoch {at} has digest {digest}, but its output recorded {r}");
+        }
+    }
+    Ok((table, recorded))
+}
+
+/// A summary of committed epochs for `status`: the last committed epoch
+/// and its output.
+pub fn describe(
+    store: &dyn Store,
+    wid: &str,
+) -> Result<Option<(u64, BTreeMap<String, serde_json::Value>)>> {
+    let keys = Keys {
+        wid: wid.to_owned(),
+    };
+    if store.get(&keys.config())?.is_none() {
+        return Ok(None);
+    }
+    let c = committed_prefix(store, &keys)?;
+    let out = match store.get(&keys.online(c))? {
+        Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        None => BTreeMap::new(),
+    };
+    Ok(Some((c, out)))
+}
