@@ -500,6 +500,12 @@ fn export(store: &StoreArgs, id: &str, epoch: Option<u64>, out: &Path) -> Result
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly instead of panicking on EPIPE.
+    // SAFETY: restoring a default signal disposition at start-up, before
+    // any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EXOFLOW_LOG")

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -747,7 +747,9 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
             .spawn(move || committer(store, keys, generation, rx, shared))
             .context("starting the committer thread")?
     };
-    let stop = || STOP.load(Ordering::SeqCst) || ctx.stop_requested() || ctx.is_cancelled();
+    // SIGINT/SIGTERM reach the run as an engine stop request (the command's
+    // watcher turns `STOP` into one), so that the workflow ends STOPPED.
+    let stop = || ctx.stop_requested() || ctx.is_cancelled();
     let result = stream_loop(
         ctx,
         cfg,
