@@ -751,7 +751,7 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
     // watcher turns `STOP` into one), so that the workflow ends STOPPED.
     let stop = || ctx.stop_requested() || ctx.is_cancelled();
     let result = stream_loop(
-        ctx,
+        generation,
         cfg,
         &keys,
         source.as_ref(),
@@ -781,7 +781,7 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
 /// whether it stopped on request.
 #[allow(clippy::too_many_arguments)]
 fn stream_loop(
-    _ctx: &TaskContext<'_>,
+    generation: u64,
     cfg: &JobConfig,
     keys: &Keys,
     source: &dyn Source,
@@ -792,7 +792,6 @@ fn stream_loop(
     shared: &Shared,
     stop: &dyn Fn() -> bool,
 ) -> Result<(u64, bool)> {
-    let generation = _ctx.generation();
     let mut e = committed;
     loop {
         if shared.error.lock().is_some() {

@@ -132,12 +132,7 @@ impl Cutter {
                 at,
                 item: Err((reason, raw)),
             } => {
-                slice.bad.push(BadRecord {
-                    partition: p as u32,
-                    at,
-                    reason: reason.to_string(),
-                    raw,
-                });
+                slice.bad.push(BadRecord::new(p, at, reason, raw));
                 slice.end = self.readers[p].position();
                 Ok(Some(false))
             }
@@ -261,12 +256,7 @@ pub fn replay(
             Next::Item {
                 at,
                 item: Err((reason, raw)),
-            } => slice.bad.push(BadRecord {
-                partition: partition as u32,
-                at,
-                reason: reason.to_string(),
-                raw,
-            }),
+            } => slice.bad.push(BadRecord::new(partition, at, reason, raw)),
             Next::Idle => std::thread::sleep(IDLE_WAIT),
             Next::End => break,
         }

@@ -69,6 +69,18 @@ pub struct BadRecord {
     pub raw: String,
 }
 
+impl BadRecord {
+    /// The malformed record of `partition` at `at`.
+    pub fn new(partition: usize, at: Position, reason: Malformed, raw: String) -> Self {
+        Self {
+            partition: partition as u32,
+            at,
+            reason: reason.to_string(),
+            raw,
+        }
+    }
+}
+
 /// What a read returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
