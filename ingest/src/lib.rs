@@ -4,7 +4,7 @@
 //! It holds the edge-list format (one byte-level parser, used by every
 //! command that reads edges), a reader of whole files (plain or gzip) that
 //! keeps malformed lines aside with their place, partitioned replayable
-//! sources with positions ([`source`]), the epoch cutter ([`epoch`]) and the
+//! sources with positions ([`source`]: files and the generator; [`kafka`]: topics, and a producer), the epoch cutter ([`epoch`]) and the
 //! R-MAT generator ([`rmat`]).
 //!
 //! ```
@@ -19,5 +19,6 @@
 pub mod edge;
 pub mod epoch;
 pub mod file;
+pub mod kafka;
 pub mod rmat;
 pub mod source;

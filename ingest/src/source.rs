@@ -114,6 +114,14 @@ pub enum SourceError {
     /// A partition or position that the source does not have.
     #[error("{0}")]
     Invalid(String),
+    /// Kafka failed.
+    #[error("{what}: {source}")]
+    Kafka {
+        /// What was done.
+        what: String,
+        /// The error.
+        source: rdkafka::error::KafkaError,
+    },
 }
 
 /// A partitioned, replayable source of edges.

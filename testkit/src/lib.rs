@@ -137,3 +137,82 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A running tansu Kafka broker with its SQLite storage (never the
+/// in-memory engine, which loses records on fetches that start inside a
+/// batch).
+pub struct Tansu {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+    /// Its bootstrap address, `127.0.0.1:PORT`.
+    pub brokers: String,
+}
+
+impl Tansu {
+    /// Starts tansu on a free port, its database in `dir`, and waits until
+    /// it answers.
+    ///
+    /// Panics with the install command when tansu is missing.
+    pub fn start(dir: &std::path::Path) -> Self {
+        let port = free_port();
+        let mut t = Self {
+            child: None,
+            dir: dir.to_owned(),
+            port,
+            brokers: format!("127.0.0.1:{port}"),
+        };
+        t.spawn();
+        t
+    }
+
+    fn spawn(&mut self) {
+        let program = find_program("tansu", "TANSU").unwrap_or_else(|| {
+            panic!("tansu not found: install it with `cargo install tansu --version 0.6.0 --features libsql --locked` (bash .ci/run does)")
+        });
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.join("tansu.log")).expect("create tansu.log");
+        let child = Command::new(program)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(30),
+            "tansu",
+        );
+    }
+
+    /// Kills the broker (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and database.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
