@@ -33,11 +33,22 @@ struct StoreArgs {
     s3_endpoint: Option<String>,
 }
 
+/// librdkafka settings.
+#[derive(clap::Args, Clone, Default)]
+struct KafkaArgs {
+    /// A librdkafka setting KEY=VALUE for a Kafka source (TLS, SASL,
+    /// timeouts); repeatable. Not stored: give it again to `resume`.
+    #[arg(long = "kafka-opt", value_name = "KEY=VALUE")]
+    kafka_opt: Vec<String>,
+}
+
 /// Options of a streaming job.
 #[derive(clap::Args, Clone)]
 struct RunArgs {
-    /// The edge source: file:PATH (a text edge list, gzip read transparently)
-    /// or gen:rmat?scale=S&edge-factor=F&seed=X (an R-MAT stream).
+    /// The edge source: file:PATH (a text edge list, gzip read
+    /// transparently), kafka://HOST:PORT[,HOST:PORT]/TOPIC (messages of
+    /// whole edge lines, see `exoflow produce`) or
+    /// gen:rmat?scale=S&edge-factor=F&seed=X (an R-MAT stream).
     #[arg(long, default_value = "gen:rmat?scale=16&edge-factor=16&seed=1")]
     source: String,
     #[command(flatten)]
@@ -45,9 +56,10 @@ struct RunArgs {
     /// The workflow id (default: a fresh one, printed).
     #[arg(long)]
     workflow_id: Option<String>,
-    /// Source partitions, read in order within an epoch; fixed for the job.
-    #[arg(long, default_value_t = 2)]
-    partitions: usize,
+    /// Source partitions, read in order within an epoch; fixed for the job
+    /// (default 2; a Kafka topic has its own).
+    #[arg(long)]
+    partitions: Option<usize>,
     /// Cut an epoch after this many valid edges (ceil(N/P) per partition):
     /// reproducible. The default when --epoch-ms is not given: 100000.
     #[arg(long, conflicts_with = "epoch_ms")]
@@ -55,9 +67,16 @@ struct RunArgs {
     /// Cut an epoch after this many milliseconds (the cut is recorded).
     #[arg(long)]
     epoch_ms: Option<u64>,
-    /// Stop after this many epochs in all (default: at the source's end).
+    /// Stop after this many epochs in all (default: at the source's end; a
+    /// Kafka source without --until-end runs until stopped).
     #[arg(long)]
     epochs: Option<u64>,
+    /// Kafka: read up to the end offsets seen now (recorded, so that a
+    /// resumed job stops at the same place).
+    #[arg(long)]
+    until_end: bool,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// What each epoch writes before its output: none (position ranges
     /// only; resume re-reads the source), sync (edges durable before the
     /// online update) or async (edges written during it).
@@ -94,6 +113,8 @@ enum Command {
         /// Take over even from a live owner.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
     /// Write the online influence table of a committed epoch as CSV.
     Export {
@@ -138,6 +159,32 @@ enum Command {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Load an edge file (plain or gzip) into a Kafka topic: messages of
+    /// whole lines, message i to partition i mod P; creates the topic when
+    /// it does not exist.
+    Produce {
+        /// The edge file.
+        #[arg(long)]
+        edges: PathBuf,
+        /// Bootstrap brokers HOST:PORT[,HOST:PORT].
+        #[arg(long)]
+        brokers: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Lines per second at most (default: flat out).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Partitions of the topic when it is created (default 2); an
+        /// existing topic must have this many.
+        #[arg(long)]
+        partitions: Option<usize>,
+        /// Payload bytes per message at most (whole lines).
+        #[arg(long, default_value_t = 64 << 10)]
+        message_bytes: usize,
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
     /// List the workflows of a store, or show one.
     Status {
@@ -306,6 +353,59 @@ fn gen(scale: u32, edge_factor: u64, seed: u64, out: &Path) -> Result<()> {
     Ok(())
 }
 
+fn produce(
+    edges: &Path,
+    url: &str,
+    opts: &[String],
+    po: &exoflow_ingest::kafka::ProduceOptions,
+) -> Result<()> {
+    use std::io::IsTerminal;
+    if po.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("--rate must be positive");
+    }
+    if po.partitions == Some(0) || po.message_bytes == 0 {
+        bail!("--partitions and --message-bytes must be positive");
+    }
+    let spec = exoflow_ingest::kafka::KafkaSpec::parse(url)?
+        .with_options(opts.iter().map(String::as_str))?;
+    let tty = std::io::stderr().is_terminal();
+    let t = Instant::now();
+    let mut last_line = Instant::now();
+    let stats = exoflow_ingest::kafka::produce(edges, &spec, po, &mut |s| {
+        let secs = t.elapsed().as_secs_f64().max(1e-9);
+        let line = format!(
+            "exoflow: {} lines in {} messages to {} ({} partitions), {:.0} lines/s, {:.1} MB/s, {} acked",
+            s.lines,
+            s.messages,
+            spec.topic,
+            s.partitions,
+            s.lines as f64 / secs,
+            s.bytes as f64 / secs / 1e6,
+            s.acked
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else if last_line.elapsed().as_secs() >= 10 {
+            eprintln!("{line}");
+            last_line = Instant::now();
+        }
+    })
+    .with_context(|| format!("producing {} into {url}", edges.display()))?;
+    if tty {
+        eprintln!();
+    }
+    eprintln!(
+        "exoflow: {} lines ({} bytes) of {} in {} messages to topic {} in {:.2}s",
+        stats.lines,
+        stats.bytes,
+        edges.display(),
+        stats.messages,
+        spec.topic,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn status(args: &StoreArgs, id: Option<&str>, json: bool) -> Result<()> {
     let engine = engine(args)?;
     let infos = match id {
@@ -432,16 +532,35 @@ fn wait_stream(
 }
 
 fn run(args: &RunArgs) -> Result<()> {
-    if args.partitions == 0 || args.partitions > 4096 {
+    let partitions = args.partitions.unwrap_or(2);
+    if partitions == 0 || partitions > 4096 {
         bail!("--partitions must be between 1 and 4096");
     }
+    let kafka = args.source.starts_with("kafka://");
+    if kafka && args.partitions.is_some() {
+        bail!("--partitions does not apply to a Kafka source: the topic's partitions are read");
+    }
+    if args.until_end && !kafka {
+        bail!("--until-end applies to Kafka sources (a file or a generator ends by itself)");
+    }
+    pipeline::set_kafka_options(args.kafka.kafka_opt.clone());
     if args.epoch_edges == Some(0) || args.epoch_ms == Some(0) {
         bail!("an epoch must have at least one edge or one millisecond");
+    }
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("--rate must be positive");
     }
     if !(0.0..=1.0).contains(&args.max_bad_ratio) {
         bail!("--max-bad-ratio must be between 0 and 1");
     }
-    let source = pipeline::open_source(&args.source, args.partitions)?;
+    let (source, until): (std::sync::Arc<dyn exoflow_ingest::source::Source>, _) = if args.until_end
+    {
+        let k = pipeline::open_kafka(&args.source, exoflow_ingest::kafka::Until::EndNow)?;
+        let ends = k.end_offsets().map(<[u64]>::to_vec);
+        (std::sync::Arc::new(k), ends)
+    } else {
+        (pipeline::open_source(&args.source, partitions, None)?, None)
+    };
     let cfg = pipeline::JobConfig {
         source: args.source.clone(),
         partitions: source.partitions(),
@@ -454,6 +573,7 @@ fn run(args: &RunArgs) -> Result<()> {
         emit_changes: args.emit_changes,
         max_bad_ratio: args.max_bad_ratio,
         fingerprint: source.fingerprint(),
+        until,
     };
     let engine = stream_engine(&args.store)?;
     let id = args.workflow_id.as_deref().map(wid).transpose()?;
@@ -520,7 +640,11 @@ fn main() -> ExitCode {
             store,
             workflow_id,
             force,
-        } => resume(store, workflow_id, *force),
+            kafka,
+        } => {
+            pipeline::set_kafka_options(kafka.kafka_opt.clone());
+            resume(store, workflow_id, *force)
+        }
         Command::Export {
             store,
             workflow_id,
@@ -539,6 +663,24 @@ fn main() -> ExitCode {
             seed,
             out,
         } => gen(*scale, *edge_factor, *seed, out),
+        Command::Produce {
+            edges,
+            brokers,
+            topic,
+            rate,
+            partitions,
+            message_bytes,
+            kafka,
+        } => produce(
+            edges,
+            &format!("kafka://{brokers}/{topic}"),
+            &kafka.kafka_opt,
+            &exoflow_ingest::kafka::ProduceOptions {
+                rate: *rate,
+                partitions: *partitions,
+                message_bytes: *message_bytes,
+            },
+        ),
         Command::Status {
             store,
             workflow_id,

@@ -39,6 +39,7 @@ use exoflow_graph::online::{Layered, Online};
 use exoflow_graph::{format_fixed, EdgeOp};
 use exoflow_ingest::edge::{Edge, Op};
 use exoflow_ingest::epoch::{replay, Cutter, Slice};
+use exoflow_ingest::kafka::{KafkaSource, KafkaSpec, Until};
 use exoflow_ingest::rmat::Rmat;
 use exoflow_ingest::source::{BadRecord, FileSource, GenSource, Position, Source};
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,8 @@ pub enum Checkpoint {
 /// A streaming job, as recorded when it is created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobConfig {
-    /// The source: `file:PATH` or `gen:rmat?scale=S&edge-factor=F&seed=X`.
+    /// The source: `file:PATH`, `kafka://HOST:PORT[,HOST:PORT]/TOPIC` or
+    /// `gen:rmat?scale=S&edge-factor=F&seed=X`.
     pub source: String,
     /// Source partitions (fixed for the job's life).
     pub partitions: usize,
@@ -83,10 +85,34 @@ pub struct JobConfig {
     pub max_bad_ratio: f64,
     /// The source's fingerprint when the job was created.
     pub fingerprint: String,
+    /// Kafka `--until-end`: the end offsets seen when the job was created,
+    /// one per partition, so that a resumed job stops at the same place.
+    pub until: Option<Vec<u64>>,
 }
 
-/// Opens a source spec with `partitions` partitions.
-pub fn open_source(spec: &str, partitions: usize) -> Result<Arc<dyn Source>> {
+/// librdkafka settings of this process (`--kafka-opt`): given to every run
+/// and resume, never stored (they may hold credentials).
+static KAFKA_OPTIONS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Sets this process's librdkafka settings (`KEY=VALUE`), once.
+pub fn set_kafka_options(opts: Vec<String>) {
+    let _ = KAFKA_OPTIONS.set(opts);
+}
+
+/// Connects to a Kafka source `kafka://HOST:PORT[,...]/TOPIC`.
+pub fn open_kafka(spec: &str, until: Until) -> Result<KafkaSource> {
+    let opts = KAFKA_OPTIONS.get().map(Vec::as_slice).unwrap_or_default();
+    let k = KafkaSpec::parse(spec)?.with_options(opts.iter().map(String::as_str))?;
+    KafkaSource::connect(k, until).with_context(|| format!("opening the source {spec}"))
+}
+
+/// Opens a source spec with `partitions` partitions (a Kafka topic has its
+/// own), bounded by recorded end offsets `until` (Kafka).
+pub fn open_source(
+    spec: &str,
+    partitions: usize,
+    until: Option<&[u64]>,
+) -> Result<Arc<dyn Source>> {
     if let Some(path) = spec.strip_prefix("file:") {
         let src = FileSource::open(std::path::Path::new(path), partitions)
             .with_context(|| format!("opening the source {spec}"))?;
@@ -120,9 +146,10 @@ pub fn open_source(spec: &str, partitions: usize) -> Result<Arc<dyn Source>> {
         return Ok(Arc::new(GenSource::new(rmat, partitions)));
     }
     if spec.starts_with("kafka://") {
-        bail!("source {spec}: Kafka sources are not built yet in this version; use file:PATH or gen:rmat");
+        let until = until.map_or(Until::Unbounded, |o| Until::Offsets(o.to_vec()));
+        return Ok(Arc::new(open_kafka(spec, until)?));
     }
-    bail!("source {spec}: expected file:PATH or gen:rmat?scale=S&edge-factor=F&seed=X")
+    bail!("source {spec}: expected file:PATH, kafka://HOST:PORT[,HOST:PORT]/TOPIC or gen:rmat?scale=S&edge-factor=F&seed=X")
 }
 
 /// The log of one partition's share of an epoch.
@@ -278,7 +305,7 @@ fn read_commit(store: &dyn Store, keys: &Keys, e: u64) -> Result<EpochCommit> {
 fn read_epoch(
     store: &dyn Store,
     keys: &Keys,
-    source: &dyn Source,
+    source: Option<&dyn Source>,
     commit: &EpochCommit,
 ) -> Result<(Vec<Edge>, Vec<BadRecord>)> {
     let mut edges = Vec::new();
@@ -308,6 +335,12 @@ fn read_epoch(
                 bad.extend(bs);
             }
             _ => {
+                let source = source.with_context(|| {
+                    format!(
+                        "epoch {} was logged without its edges (checkpoint none): re-reading it needs the source",
+                        commit.epoch
+                    )
+                })?;
                 let slice = replay(source, p, start, end).with_context(|| {
                     format!(
                         "re-reading epoch {} of partition {p} from the source",
@@ -645,7 +678,7 @@ pub fn workflow(cfg: &JobConfig) -> std::result::Result<Workflow<StreamSummary>,
 fn rebuild(
     store: &dyn Store,
     keys: &Keys,
-    source: &dyn Source,
+    source: Option<&dyn Source>,
     at: u64,
     mut each: impl FnMut(u64, &mut State, &[Edge], &[BadRecord]) -> Result<()>,
 ) -> Result<State> {
@@ -667,7 +700,7 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         wid: ctx.workflow_id().as_str().to_owned(),
     };
     let generation = ctx.generation();
-    let source = open_source(&cfg.source, cfg.partitions)?;
+    let source = open_source(&cfg.source, cfg.partitions, cfg.until.as_deref())?;
     let now = source.fingerprint();
     if now != cfg.fingerprint {
         bail!(
@@ -695,13 +728,13 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
     let mut state = rebuild(
         store.as_ref(),
         &keys,
-        source.as_ref(),
+        Some(source.as_ref()),
         snapshot_bound,
         |e, st, edges, _| st.apply(e, edges, false).map(|_| ()),
     )?;
     for e in snapshot_bound + 1..=c {
         let commit = read_commit(store.as_ref(), &keys, e)?;
-        let (edges, bad) = read_epoch(store.as_ref(), &keys, source.as_ref(), &commit)?;
+        let (edges, bad) = read_epoch(store.as_ref(), &keys, Some(source.as_ref()), &commit)?;
         let (output, changes) = state.apply(e, &edges, cfg.emit_changes)?;
         write_once(store.as_ref(), &keys.online(e), &output)?;
         if let Some(ch) = changes {
@@ -946,8 +979,16 @@ pub fn export(
     if at > c || at == 0 {
         bail!("epoch {at} is not committed (committed epochs: 1..={c})");
     }
-    let source = open_source(&cfg.source, cfg.partitions)?;
-    let state = rebuild(store, &keys, source.as_ref(), at, |_, st, edges, _| {
+    // Logs with edges need no source: open it only for `none` logs.
+    let source = match cfg.checkpoint {
+        Checkpoint::None => Some(open_source(
+            &cfg.source,
+            cfg.partitions,
+            cfg.until.as_deref(),
+        )?),
+        _ => None,
+    };
+    let state = rebuild(store, &keys, source.as_deref(), at, |_, st, edges, _| {
         let ops: Vec<EdgeOp> = ops_of(edges).collect();
         st.online.apply(&ops)?;
         Ok(())

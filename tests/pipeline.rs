@@ -186,25 +186,76 @@ fn uninterrupted(
 
 const GEN: &str = "gen:rmat?scale=12&edge-factor=16&seed=7";
 
-fn random_kills(checkpoint: &str, seed: u64) {
-    let extra = ["--rate", "60000"];
-    let (ref_dir, want) = uninterrupted(GEN, checkpoint, &extra);
+/// Every object under `outputs/` of a store (a directory or an S3 URL).
+fn store_outputs(store: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+    if !store.starts_with("s3://") {
+        return outputs(Path::new(store));
+    }
+    let s3 = exoflow_engine::store::open(store, std::env::var("AWS_ENDPOINT_URL").ok())
+        .expect("open the S3 store");
+    s3.list("outputs/")
+        .expect("list outputs")
+        .into_iter()
+        .map(|k| {
+            let v = s3.get(&k).expect("get").expect("a listed object");
+            (PathBuf::from(k.trim_start_matches("outputs/")), v)
+        })
+        .collect()
+}
+
+/// Starts moto once per test process and points the children at it.
+fn moto() -> &'static exoflow_testkit::Moto {
+    static MOTO: std::sync::OnceLock<exoflow_testkit::Moto> = std::sync::OnceLock::new();
+    MOTO.get_or_init(|| {
+        let m = exoflow_testkit::Moto::start();
+        m.create_bucket("exoflow");
+        // Children inherit it; harmless for the local-store tests beside.
+        std::env::set_var("AWS_ENDPOINT_URL", &m.endpoint);
+        m
+    })
+}
+
+/// One cell of the exactly-once matrix: an uninterrupted run of `source`
+/// into a local directory, then the same job into `store` (local, or S3 on
+/// moto when `s3`) killed at a failpoint inside a commit and then with
+/// SIGKILL at seeded random moments, resumed each time. Every output and
+/// the final export are byte-identical.
+fn exactly_once(source: &str, s3: bool, checkpoint: &str, extra: &[&str], seed: u64) {
+    let mut extra = extra.to_vec();
+    extra.extend(["--rate", "40000"]);
+    let (ref_dir, want) = uninterrupted(source, checkpoint, &extra);
     let want_export = export(
         &ref_dir.path().join("store"),
         None,
         &ref_dir.path().join("ref.csv"),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
-    let args = run_args(&store, GEN, checkpoint, &extra);
+    let store = if s3 {
+        moto();
+        PathBuf::from(format!("s3://exoflow/{checkpoint}-{seed}"))
+    } else {
+        dir.path().join("store")
+    };
+    let args = run_args(&store, source, checkpoint, &extra);
+    if checkpoint != "none" {
+        assert!(
+            !start_and_kill(
+                &store,
+                &args,
+                Duration::from_secs(600),
+                Some("stream.before_commit=3")
+            ),
+            "the failpoint was not hit"
+        );
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    // The paced run takes about a second: kills land anywhere in it.
+    // The paced run takes about 1.6 s: kills land anywhere in it.
     let delays: Vec<Duration> = (0..8)
         .map(|_| Duration::from_millis(rng.random_range(20..400)))
         .collect();
     let kills = finish(&store, &args, delays.into_iter());
-    assert!(kills >= 3, "only {kills} kills landed");
-    let got = outputs(&store);
+    assert!(kills >= 5, "only {kills} kills landed");
+    let got = store_outputs(store.to_str().unwrap_or_default());
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
         want.keys().collect::<Vec<_>>(),
@@ -224,18 +275,72 @@ fn random_kills(checkpoint: &str, seed: u64) {
 }
 
 #[test]
-fn random_kills_sync() {
-    random_kills("sync", 1);
+fn random_kills_generator_none() {
+    exactly_once(GEN, false, "none", &[], 3);
+}
+
+/// The matrix source {file, Kafka} x store {local, S3} x {sync, async}.
+#[test]
+fn random_kills_file_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("edges.txt");
+    check_ok(
+        exoflow()
+            .args(["gen", "--scale", "12", "--seed", "7", "--out"])
+            .arg(&file)
+            .output()
+            .expect("gen"),
+        "gen",
+    );
+    let source = format!("file:{}", file.display());
+    for (i, (s3, checkpoint)) in [
+        (false, "sync"),
+        (false, "async"),
+        (true, "sync"),
+        (true, "async"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        exactly_once(&source, s3, checkpoint, &[], 10 + i as u64);
+    }
 }
 
 #[test]
-fn random_kills_async() {
-    random_kills("async", 2);
-}
-
-#[test]
-fn random_kills_none() {
-    random_kills("none", 3);
+fn random_kills_kafka_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = exoflow_testkit::Tansu::start(dir.path());
+    let file = dir.path().join("edges.txt");
+    check_ok(
+        exoflow()
+            .args(["gen", "--scale", "12", "--seed", "7", "--out"])
+            .arg(&file)
+            .output()
+            .expect("gen"),
+        "gen",
+    );
+    check_ok(
+        exoflow()
+            .args(["produce", "--edges"])
+            .arg(&file)
+            .args(["--brokers", &broker.brokers, "--topic", "edges"])
+            .args(["--message-bytes", "8192"])
+            .output()
+            .expect("produce"),
+        "produce",
+    );
+    let source = format!("kafka://{}/edges", broker.brokers);
+    for (i, (s3, checkpoint)) in [
+        (false, "sync"),
+        (false, "async"),
+        (true, "sync"),
+        (true, "async"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        exactly_once(&source, s3, checkpoint, &["--until-end"], 20 + i as u64);
+    }
 }
 
 /// Failpoints hit the narrow windows deterministically: a part written but
@@ -383,37 +488,19 @@ fn misuse_is_a_clear_error() {
         .expect("resume");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
-}
 
-/// The same exactly-once guarantee on S3 (a real moto server, conditional
-/// writes): kills at failpoints inside a commit and a snapshot, then resume;
-/// the outputs in the bucket equal an uninterrupted local run's.
-#[test]
-fn s3_store_kills_then_resume_give_identical_outputs() {
-    let moto = exoflow_testkit::Moto::start();
-    moto.create_bucket("exoflow");
-    // Children inherit it; harmless for the local-store tests beside.
-    std::env::set_var("AWS_ENDPOINT_URL", &moto.endpoint);
-    let (_ref_dir, want) = uninterrupted(GEN, "async", &[]);
-    let url = "s3://exoflow/crash";
-    let store = Path::new(url);
-    let args = run_args(store, GEN, "async", &[]);
-    for fp in ["stream.before_commit=3", "stream.snapshot_data=2"] {
-        assert!(
-            !start_and_kill(store, &args, Duration::from_secs(600), Some(fp)),
-            "{fp} was not hit"
-        );
-    }
-    assert_eq!(finish(store, &args, std::iter::empty()), 0);
-    let s3 = exoflow_engine::store::open(url, Some(moto.endpoint.clone())).expect("open S3");
-    let got: BTreeMap<PathBuf, Vec<u8>> = s3
-        .list("outputs/")
-        .expect("list")
-        .into_iter()
-        .map(|k| {
-            let v = s3.get(&k).expect("get").expect("listed object");
-            (PathBuf::from(k.trim_start_matches("outputs/")), v)
-        })
-        .collect();
-    assert_eq!(got, want);
+    // A Kafka broker that is down at start: named, and nothing is created.
+    let dead = format!("kafka://127.0.0.1:{}/edges", exoflow_testkit::free_port());
+    let fresh = dir.path().join("fresh");
+    let out = exoflow()
+        .args(run_args(&fresh, &dead, "sync", &["--until-end"]))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&dead) && err.contains("are the brokers up?"),
+        "{err}"
+    );
+    assert!(!workflow_exists(&fresh));
 }

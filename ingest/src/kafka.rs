@@ -288,7 +288,9 @@ impl Source for KafkaSource {
     }
 
     fn describe(&self) -> String {
-        format!("Kafka topic {} on {}", self.spec.topic, self.spec.brokers)
+        // No brokers: this names the data in outputs, which must not change
+        // when a cluster moves.
+        format!("Kafka topic {}", self.spec.topic)
     }
 }
 
