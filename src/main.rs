@@ -77,6 +77,16 @@ struct RunArgs {
     until_end: bool,
     #[command(flatten)]
     kafka: KafkaArgs,
+    /// Recompute TunkRank from scratch every this many epochs, beside the
+    /// stream, and compare it with the online table (outputs/<wid>/batch/<e>).
+    #[arg(long, default_value_t = 0)]
+    batch_every: u64,
+    /// The first epoch with a batch recomputation (default: --batch-every).
+    #[arg(long, requires = "batch_every")]
+    batch_from: Option<u64>,
+    /// Timely worker threads of each batch recomputation.
+    #[arg(long, default_value_t = default_workers())]
+    workers: usize,
     /// What each epoch writes before its output: none (position ranges
     /// only; resume re-reads the source), sync (edges durable before the
     /// online update) or async (edges written during it).
@@ -130,14 +140,24 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Offline TunkRank of an edge file, written as CSV (node,influence).
+    /// Offline TunkRank, written as CSV (node,influence): of an edge file
+    /// (--edges), or of a streaming job at a committed epoch (--workflow-id
+    /// and --epoch), compared with its online table.
     Batch {
         /// Edge list: `a b` lines (b follows a), `-a b` removes; gzip read transparently.
-        #[arg(long)]
-        edges: PathBuf,
-        /// Output CSV file.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "workflow_id", conflicts_with_all = ["workflow_id", "epoch"])]
+        edges: Option<PathBuf>,
+        /// Output CSV file (required with --edges).
+        #[arg(long, required_unless_present = "workflow_id")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The streaming job.
+        #[arg(long, requires = "epoch")]
+        workflow_id: Option<String>,
+        /// The committed epoch to recompute at.
+        #[arg(long, requires = "workflow_id")]
+        epoch: Option<u64>,
         /// Timely worker threads.
         #[arg(long, default_value_t = default_workers())]
         workers: usize,
@@ -350,6 +370,35 @@ fn gen(scale: u32, edge_factor: u64, seed: u64, out: &Path) -> Result<()> {
         out.display(),
         n as f64 / s / 1e6
     );
+    Ok(())
+}
+
+fn batch_store(
+    store: &StoreArgs,
+    id: &str,
+    at: u64,
+    workers: usize,
+    out: Option<&Path>,
+) -> Result<()> {
+    let engine = engine(store)?;
+    let wid = wid(id)?;
+    let t = Instant::now();
+    let (report, table) = pipeline::batch_at(engine.store().as_ref(), wid.as_str(), at, workers)?;
+    if let Some(out) = out {
+        write_atomically(out, |f| write_csv(&table, f))?;
+    }
+    eprintln!(
+        "exoflow: batch TunkRank of workflow {wid} at epoch {at}: {} nodes in {:.2}s; {} differ from online (max |diff| {}, mean {:e}); report in outputs/{wid}/batch/{at:010}{}",
+        report.nodes,
+        t.elapsed().as_secs_f64(),
+        report.differing,
+        exoflow_graph::format_fixed(report.max_diff),
+        report.mean_diff,
+        out.map_or(String::new(), |o| format!(", table in {}", o.display()))
+    );
+    if report.differing > 0 {
+        bail!("batch and online differ at epoch {at}");
+    }
     Ok(())
 }
 
@@ -574,6 +623,9 @@ fn run(args: &RunArgs) -> Result<()> {
         max_bad_ratio: args.max_bad_ratio,
         fingerprint: source.fingerprint(),
         until,
+        batch_every: args.batch_every,
+        batch_from: args.batch_from.unwrap_or(args.batch_every),
+        workers: args.workers.max(1),
     };
     let engine = stream_engine(&args.store)?;
     let id = args.workflow_id.as_deref().map(wid).transpose()?;
@@ -654,9 +706,20 @@ fn main() -> ExitCode {
         Command::Batch {
             edges,
             out,
+            store,
+            workflow_id,
+            epoch,
             workers,
             reference,
-        } => batch(edges, out, *workers, *reference),
+        } => match (edges, out, workflow_id, epoch) {
+            (Some(edges), Some(out), _, _) => batch(edges, out, *workers, *reference),
+            (None, out, Some(id), Some(at)) => {
+                batch_store(store, id, *at, *workers, out.as_deref())
+            }
+            _ => Err(anyhow::anyhow!(
+                "give --edges and --out, or --workflow-id and --epoch"
+            )),
+        },
         Command::Gen {
             scale,
             edge_factor,

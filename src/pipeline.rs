@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,9 @@ use exoflow_ingest::kafka::{KafkaSource, KafkaSpec, Until};
 use exoflow_ingest::rmat::Rmat;
 use exoflow_ingest::source::{BadRecord, FileSource, GenSource, Position, Source};
 use serde::{Deserialize, Serialize};
+
+mod batch;
+pub use batch::{recompute, BatchReport};
 
 /// The registered DAG name of a streaming job.
 pub const DAG: &str = "exoflow-stream";
@@ -85,9 +88,22 @@ pub struct JobConfig {
     pub max_bad_ratio: f64,
     /// The source's fingerprint when the job was created.
     pub fingerprint: String,
+    /// A batch recomputation every this many epochs (0: never)...
+    #[serde(default)]
+    pub batch_every: u64,
+    /// ...from this epoch on.
+    #[serde(default)]
+    pub batch_from: u64,
+    /// Timely worker threads of each batch recomputation.
+    #[serde(default = "one")]
+    pub workers: usize,
     /// Kafka `--until-end`: the end offsets seen when the job was created,
     /// one per partition, so that a resumed job stops at the same place.
     pub until: Option<Vec<u64>>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// librdkafka settings of this process (`--kafka-opt`): given to every run
@@ -242,6 +258,12 @@ impl Keys {
     }
     fn metrics(&self, generation: u64) -> String {
         format!("metrics/{}/{generation}/epochs.csv", self.wid)
+    }
+    fn batch(&self, e: u64) -> String {
+        format!("outputs/{}/batch/{e:010}", self.wid)
+    }
+    fn batches_metrics(&self, generation: u64) -> String {
+        format!("metrics/{}/{generation}/batches.csv", self.wid)
     }
 }
 
@@ -496,7 +518,7 @@ struct CommitJob {
     output: Vec<u8>,
     changes: Option<Vec<u8>>,
     rejected: Option<Vec<u8>>,
-    snapshot: Option<Vec<(u64, u64)>>,
+    snapshot: Option<Arc<Vec<(u64, u64)>>>,
     metrics: EpochMetrics,
     /// The parts' durability, if the main thread did not wait for it.
     durable: Option<Receiver<std::result::Result<u64, String>>>,
@@ -506,6 +528,11 @@ struct CommitJob {
 struct Shared {
     error: parking_lot::Mutex<Option<String>>,
     quiet: bool,
+    /// The last epoch whose COMMIT is written.
+    committed: parking_lot::Mutex<u64>,
+    commit_cv: parking_lot::Condvar,
+    /// Set when the run ends: waiters give up.
+    closing: AtomicBool,
 }
 
 fn committer(
@@ -546,6 +573,7 @@ fn committer(
                 let _ = durable.send(result.map(|_| now_ms()));
             }
             Job::Commit(job) => {
+                let epoch = job.commit.epoch;
                 if let Err(e) = commit_epoch(
                     store.as_ref(),
                     &keys,
@@ -555,6 +583,9 @@ fn committer(
                     shared.quiet,
                 ) {
                     fail(e);
+                } else {
+                    *shared.committed.lock() = epoch;
+                    shared.commit_cv.notify_all();
                 }
             }
         }
@@ -717,9 +748,18 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
 
     // Recovery: the committed prefix, and outputs rebuilt or compared.
     let c = committed_prefix(store.as_ref(), &keys)?;
+    let shared = Arc::new(Shared {
+        error: parking_lot::Mutex::new(None),
+        quiet,
+        committed: parking_lot::Mutex::new(c),
+        commit_cv: parking_lot::Condvar::new(),
+        closing: AtomicBool::new(false),
+    });
+    let mut batcher = batch::Batcher::new(ctx, cfg, shared.clone());
     let mut first_missing = c + 1;
     for e in 1..=c {
-        if store.get(&keys.online(e))?.is_none() {
+        let batch_missing = batch::due(cfg, e) && store.get(&keys.batch(e))?.is_none();
+        if batch_missing || store.get(&keys.online(e))?.is_none() {
             first_missing = e;
             break;
         }
@@ -747,8 +787,15 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
                 &rejected_bytes(source.as_ref(), &bad),
             )?;
         }
-        if snapshot_due(cfg, e) {
-            write_snapshot(store.as_ref(), &keys, e, &state.online.edges())?;
+        let batch_missing = batch::due(cfg, e) && store.get(&keys.batch(e))?.is_none();
+        if snapshot_due(cfg, e) || batch_missing {
+            let graph = Arc::new(state.online.edges());
+            if snapshot_due(cfg, e) {
+                write_snapshot(store.as_ref(), &keys, e, &graph)?;
+            }
+            if batch_missing {
+                batcher.launch(e, graph, state.online.table())?;
+            }
         }
     }
     if c > 0 && !quiet {
@@ -765,10 +812,6 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
     };
     cutter.pace(cfg.rate);
 
-    let shared = Arc::new(Shared {
-        error: parking_lot::Mutex::new(None),
-        quiet,
-    });
     let (tx, rx) = crossbeam_channel::bounded::<Job>(4);
     let writer = {
         let (store, shared) = (store.clone(), shared.clone());
@@ -794,13 +837,18 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         &tx,
         &shared,
         &stop,
+        &mut batcher,
     );
     drop(tx);
     let _ = writer.join();
+    shared.closing.store(true, Ordering::SeqCst);
+    shared.commit_cv.notify_all();
+    let batches = batcher.finish();
     if let Some(e) = shared.error.lock().take() {
         bail!(e);
     }
     let (last, stopped) = result?;
+    batches?;
     if stopped {
         bail!("stopped on request after epoch {last}; `exoflow resume` continues");
     }
@@ -824,6 +872,7 @@ fn stream_loop(
     tx: &Sender<Job>,
     shared: &Shared,
     stop: &dyn Fn() -> bool,
+    batcher: &mut batch::Batcher<'_, '_>,
 ) -> Result<(u64, bool)> {
     let mut e = committed;
     loop {
@@ -925,7 +974,12 @@ fn stream_loop(
         let bad: Vec<BadRecord> = slices.into_iter().flat_map(|s| s.bad).collect();
         let (output, changes) = state.apply(e, &edges, cfg.emit_changes)?;
         metrics.online_done_at = now_ms();
-        let snapshot = snapshot_due(cfg, e).then(|| state.online.edges());
+        let graph =
+            (snapshot_due(cfg, e) || batch::due(cfg, e)).then(|| Arc::new(state.online.edges()));
+        if let (true, Some(g)) = (batch::due(cfg, e), &graph) {
+            batcher.launch(e, g.clone(), state.online.table())?;
+        }
+        let snapshot = graph.filter(|_| snapshot_due(cfg, e));
         tx.send(Job::Commit(Box::new(CommitJob {
             commit,
             output,
@@ -971,6 +1025,13 @@ pub fn export(
     wid: &str,
     at: u64,
 ) -> Result<(exoflow_graph::Table, Option<String>)> {
+    let state = state_at(store, wid, at)?;
+    Ok((state.online.table(), recorded_digest(store, wid, at)?))
+}
+
+/// The online state at committed epoch `at` (snapshot and logs), checked
+/// against the digest its output recorded.
+fn state_at(store: &dyn Store, wid: &str, at: u64) -> Result<State> {
     let cfg = read_config(store, wid)?;
     let keys = Keys {
         wid: wid.to_owned(),
@@ -993,18 +1054,44 @@ pub fn export(
         st.online.apply(&ops)?;
         Ok(())
     })?;
-    let recorded = store
-        .get(&keys.online(at))?
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("digest").and_then(|d| d.as_str()).map(str::to_owned));
-    let table = state.online.table();
-    let digest = format!("{:016x}", exoflow_graph::digest(&table));
-    if let Some(r) = &recorded {
-        if *r != digest {
+    if let Some(r) = recorded_digest(store, wid, at)? {
+        let digest = format!("{:016x}", state.online.digest());
+        if r != digest {
             bail!("the recomputed table at epoch {at} has digest {digest}, but its output recorded {r}");
         }
     }
-    Ok((table, recorded))
+    Ok(state)
+}
+
+fn recorded_digest(store: &dyn Store, wid: &str, at: u64) -> Result<Option<String>> {
+    let keys = Keys {
+        wid: wid.to_owned(),
+    };
+    Ok(store
+        .get(&keys.online(at))?
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("digest").and_then(|d| d.as_str()).map(str::to_owned)))
+}
+
+/// `exoflow batch --store ... --epoch E`: the batch recomputation at a
+/// committed epoch, by hand. Writes (or compares) the same output
+/// `outputs/<wid>/batch/<E>` as the batch task; returns the report and the
+/// batch table.
+pub fn batch_at(
+    store: &dyn Store,
+    wid: &str,
+    at: u64,
+    workers: usize,
+) -> Result<(BatchReport, exoflow_graph::Table)> {
+    let state = state_at(store, wid, at)?;
+    let edges = Arc::new(state.online.edges());
+    let online = state.online.table();
+    let (bytes, report, table) = recompute(at, edges, &online, workers)?;
+    let keys = Keys {
+        wid: wid.to_owned(),
+    };
+    write_once(store, &keys.batch(at), &bytes)?;
+    Ok((report, table))
 }
 
 /// A summary of committed epochs for `status`: the last committed epoch

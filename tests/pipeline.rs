@@ -224,6 +224,19 @@ fn exactly_once(source: &str, s3: bool, checkpoint: &str, extra: &[&str], seed: 
     let mut extra = extra.to_vec();
     extra.extend(["--rate", "40000"]);
     let (ref_dir, want) = uninterrupted(source, checkpoint, &extra);
+    let batches: Vec<&Vec<u8>> = want
+        .iter()
+        .filter(|(k, _)| k.to_string_lossy().contains("/batch/"))
+        .map(|(_, v)| v)
+        .collect();
+    if extra.contains(&"--batch-every") {
+        assert!(batches.len() >= 5, "{} batch outputs", batches.len());
+    }
+    for b in batches {
+        let v: serde_json::Value = serde_json::from_slice(b).expect("a batch output is JSON");
+        assert_eq!(v["differing"], 0, "batch differs from online: {v}");
+        assert_eq!(v["digest"], v["online_digest"]);
+    }
     let want_export = export(
         &ref_dir.path().join("store"),
         None,
@@ -237,15 +250,18 @@ fn exactly_once(source: &str, s3: bool, checkpoint: &str, extra: &[&str], seed: 
         dir.path().join("store")
     };
     let args = run_args(&store, source, checkpoint, &extra);
+    let mut failpoints = Vec::new();
     if checkpoint != "none" {
+        failpoints.push("stream.before_commit=3");
+    }
+    if extra.contains(&"--batch-every") {
+        // Killed while a batch task has its result but has not written it.
+        failpoints.push("stream.batch_done=2");
+    }
+    for fp in failpoints {
         assert!(
-            !start_and_kill(
-                &store,
-                &args,
-                Duration::from_secs(600),
-                Some("stream.before_commit=3")
-            ),
-            "the failpoint was not hit"
+            !start_and_kill(&store, &args, Duration::from_secs(600), Some(fp)),
+            "{fp} was not hit"
         );
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -273,6 +289,9 @@ fn exactly_once(source: &str, s3: bool, checkpoint: &str, extra: &[&str], seed: 
         want_export
     );
 }
+
+/// Batch recomputations beside the stream, at epochs 2, 5, 8, ...
+const BATCHES: [&str; 6] = ["--batch-every", "3", "--batch-from", "2", "--workers", "1"];
 
 #[test]
 fn random_kills_generator_none() {
@@ -302,7 +321,7 @@ fn random_kills_file_source() {
     .into_iter()
     .enumerate()
     {
-        exactly_once(&source, s3, checkpoint, &[], 10 + i as u64);
+        exactly_once(&source, s3, checkpoint, &BATCHES, 10 + i as u64);
     }
 }
 
@@ -339,7 +358,9 @@ fn random_kills_kafka_source() {
     .into_iter()
     .enumerate()
     {
-        exactly_once(&source, s3, checkpoint, &["--until-end"], 20 + i as u64);
+        let mut extra = BATCHES.to_vec();
+        extra.push("--until-end");
+        exactly_once(&source, s3, checkpoint, &extra, 20 + i as u64);
     }
 }
 
@@ -435,6 +456,21 @@ fn export_at_every_epoch_equals_batch_on_the_edges_so_far() {
         );
         let online = export(&store, Some(e), &dir.path().join(format!("online-{e}.csv")));
         assert_eq!(online, std::fs::read(&batch).expect("read"), "epoch {e}");
+        if e % 3 == 1 {
+            // The same recomputation on the store, by hand.
+            let on_store = dir.path().join(format!("store-batch-{e}.csv"));
+            check_ok(
+                exoflow()
+                    .args(["batch", "--store"])
+                    .arg(&store)
+                    .args(["--workflow-id", "job", "--epoch", &e.to_string(), "--out"])
+                    .arg(&on_store)
+                    .output()
+                    .expect("batch --store"),
+                "batch --store",
+            );
+            assert_eq!(online, std::fs::read(&on_store).expect("read"), "epoch {e}");
+        }
     }
     // The malformed lines are kept, with their place.
     let rejected: Vec<Vec<u8>> = outputs(&store)

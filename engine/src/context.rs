@@ -165,6 +165,11 @@ impl<O> Drop for Spawned<O> {
 }
 
 impl<O> Spawned<O> {
+    /// Whether the task has ended (so that [`Spawned::wait`] returns at once).
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
     /// Waits for the output (committed, if the task checkpoints).
     pub fn wait(mut self) -> Result<Arc<O>, TaskError> {
         match self.handle.take().map(|h| h.join()) {
