@@ -99,13 +99,25 @@ fn is_sep(b: u8) -> bool {
 fn number(line: &[u8], mut i: usize) -> Result<(u64, usize), Malformed> {
     let start = i;
     let mut v: u64 = 0;
-    while i < line.len() && line[i].is_ascii_digit() {
-        let d = u64::from(line[i] - b'0');
-        v = match v.checked_mul(10).and_then(|v| v.checked_add(d)) {
-            Some(v) => v,
-            None => return Err(Malformed::Overflow { column: start + 1 }),
-        };
+    // Up to 19 digits always fit in 64 bits: no overflow checks there.
+    let fast_end = (start + 19).min(line.len());
+    while i < fast_end {
+        let d = line[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v * 10 + u64::from(d);
         i += 1;
+    }
+    if i == fast_end {
+        while i < line.len() && line[i].is_ascii_digit() {
+            let d = u64::from(line[i] - b'0');
+            v = match v.checked_mul(10).and_then(|v| v.checked_add(d)) {
+                Some(v) => v,
+                None => return Err(Malformed::Overflow { column: start + 1 }),
+            };
+            i += 1;
+        }
     }
     if i == start {
         return Err(bad_byte(line, i));
