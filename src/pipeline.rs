@@ -871,7 +871,7 @@ fn stream_loop(
     committed: u64,
     tx: &Sender<Job>,
     shared: &Shared,
-    stop: &dyn Fn() -> bool,
+    stop: &exoflow_ingest::epoch::Stop<'_>,
     batcher: &mut batch::Batcher<'_, '_>,
 ) -> Result<(u64, bool)> {
     let mut e = committed;

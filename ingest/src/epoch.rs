@@ -116,33 +116,9 @@ impl Cutter {
         self.readers.iter().map(|r| r.position()).collect()
     }
 
-    /// Reads one record of partition `p` into `slice`. Returns whether it
-    /// was an edge, `None` when the partition is idle or ended.
+    /// Reads one record of partition `p` into `slice`.
     fn read_one(&mut self, p: usize, slice: &mut Slice) -> Result<Option<bool>, SourceError> {
-        if self.ended[p] {
-            return Ok(None);
-        }
-        match self.readers[p].next()? {
-            Next::Item { item: Ok(e), .. } => {
-                slice.edges.push(e);
-                slice.end = self.readers[p].position();
-                Ok(Some(true))
-            }
-            Next::Item {
-                at,
-                item: Err((reason, raw)),
-            } => {
-                slice.bad.push(BadRecord::new(p, at, reason, raw));
-                slice.end = self.readers[p].position();
-                Ok(Some(false))
-            }
-            Next::Idle => Ok(None),
-            Next::End => {
-                self.ended[p] = true;
-                slice.end = self.readers[p].position();
-                Ok(None)
-            }
-        }
+        read_one(self.readers[p].as_mut(), &mut self.ended[p], slice)
     }
 
     fn empty_slices(&self) -> Vec<Slice> {
@@ -162,10 +138,36 @@ impl Cutter {
     /// The next epoch of `n` edges: `ceil(n / P)` valid records of each
     /// partition, fewer where a partition ends. `stop` is polled while a
     /// partition is idle: when it says so, the epoch is cut where it is.
-    pub fn by_count(&mut self, n: u64, stop: &dyn Fn() -> bool) -> Result<Vec<Slice>, SourceError> {
+    /// Unpaced, the partitions are read in parallel, one thread each.
+    pub fn by_count(&mut self, n: u64, stop: &Stop<'_>) -> Result<Vec<Slice>, SourceError> {
         let parts = self.readers.len() as u64;
         let share = n.div_ceil(parts).max(1);
         let mut slices = self.empty_slices();
+        if self.pacer.is_none() && parts > 1 {
+            let results: Vec<Result<(), SourceError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = self
+                    .readers
+                    .iter_mut()
+                    .zip(self.ended.iter_mut())
+                    .zip(slices.iter_mut())
+                    .map(|((reader, ended), slice)| {
+                        scope.spawn(move || read_share(reader.as_mut(), ended, slice, share, stop))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(SourceError::Invalid("a partition reader panicked".into()))
+                        })
+                    })
+                    .collect()
+            });
+            for r in results {
+                r?;
+            }
+            return Ok(slices);
+        }
         for (p, slice) in slices.iter_mut().enumerate() {
             let mut taken = 0u64;
             while taken < share && !self.ended[p] {
@@ -197,7 +199,7 @@ impl Cutter {
         &mut self,
         window: Duration,
         max: u64,
-        stop: &dyn Fn() -> bool,
+        stop: &Stop<'_>,
     ) -> Result<Vec<Slice>, SourceError> {
         const BURST: usize = 256;
         let deadline = Instant::now() + window;
@@ -232,6 +234,71 @@ impl Cutter {
         }
         Ok(slices)
     }
+}
+
+/// A stop request, polled while a partition is idle (read from several
+/// threads).
+pub type Stop<'a> = dyn Fn() -> bool + Sync + 'a;
+
+/// Reads one record into `slice`. Returns whether it was an edge, `None`
+/// when the partition is idle or ended.
+fn read_one(
+    reader: &mut dyn PartitionReader,
+    ended: &mut bool,
+    slice: &mut Slice,
+) -> Result<Option<bool>, SourceError> {
+    if *ended {
+        return Ok(None);
+    }
+    match reader.next()? {
+        Next::Item { item: Ok(e), .. } => {
+            slice.edges.push(e);
+            slice.end = reader.position();
+            Ok(Some(true))
+        }
+        Next::Item {
+            at,
+            item: Err((reason, raw)),
+        } => {
+            slice
+                .bad
+                .push(BadRecord::new(slice.partition as usize, at, reason, raw));
+            slice.end = reader.position();
+            Ok(Some(false))
+        }
+        Next::Idle => Ok(None),
+        Next::End => {
+            *ended = true;
+            slice.end = reader.position();
+            Ok(None)
+        }
+    }
+}
+
+/// Reads `share` valid records of one partition (unpaced), or fewer when
+/// it ends or a stop comes while it is idle.
+fn read_share(
+    reader: &mut dyn PartitionReader,
+    ended: &mut bool,
+    slice: &mut Slice,
+    share: u64,
+    stop: &Stop<'_>,
+) -> Result<(), SourceError> {
+    let mut taken = 0u64;
+    while taken < share && !*ended {
+        match read_one(reader, ended, slice)? {
+            Some(true) => taken += 1,
+            Some(false) => {}
+            None if *ended => {}
+            None => {
+                if stop() {
+                    return Ok(());
+                }
+                std::thread::sleep(IDLE_WAIT);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads partition `partition` from `start` up to `end` again: the records
