@@ -84,9 +84,15 @@ struct RunArgs {
     /// The first epoch with a batch recomputation (default: --batch-every).
     #[arg(long, requires = "batch_every")]
     batch_from: Option<u64>,
-    /// Timely worker threads of each batch recomputation.
+    /// Threads of the online update and timely workers of each batch
+    /// recomputation.
     #[arg(long, default_value_t = default_workers())]
     workers: usize,
+    /// The online TunkRank: recompute (maintain the graph, rerun the exact
+    /// from-zero iteration on --workers threads) or layered (push deltas
+    /// through stored rounds; one thread). Both give the same bits.
+    #[arg(long, value_enum, default_value = "recompute")]
+    online: pipeline::OnlineImpl,
     /// What each epoch writes before its output: none (position ranges
     /// only; resume re-reads the source), sync (edges durable before the
     /// online update) or async (edges written during it).
@@ -626,6 +632,7 @@ fn run(args: &RunArgs) -> Result<()> {
         batch_every: args.batch_every,
         batch_from: args.batch_from.unwrap_or(args.batch_every),
         workers: args.workers.max(1),
+        online: args.online,
     };
     let engine = stream_engine(&args.store)?;
     let id = args.workflow_id.as_deref().map(wid).transpose()?;

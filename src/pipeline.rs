@@ -36,6 +36,7 @@ use exoflow_engine::failpoint;
 use exoflow_engine::store::{put_once, PutOnce, Store};
 use exoflow_engine::{Dag, DagError, Failure, TaskContext, TaskOptions, Workflow};
 use exoflow_graph::online::{Layered, Online};
+use exoflow_graph::recompute::Recompute;
 use exoflow_graph::{format_fixed, EdgeOp};
 use exoflow_ingest::edge::{Edge, Op};
 use exoflow_ingest::epoch::{replay, Cutter, Slice};
@@ -60,6 +61,18 @@ pub enum Checkpoint {
     Sync,
     /// The epoch's edges are written while its online update runs.
     Async,
+}
+
+/// Which incremental TunkRank keeps the online table (both exact).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum OnlineImpl {
+    /// Maintain the graph, rerun the from-zero iteration in parallel
+    /// (`--workers` threads): cost rounds x edges, whatever the epoch.
+    #[default]
+    Recompute,
+    /// Push deltas through every stored round: cheap for epochs that touch
+    /// little of the graph, single-threaded.
+    Layered,
 }
 
 /// A streaming job, as recorded when it is created.
@@ -94,9 +107,13 @@ pub struct JobConfig {
     /// ...from this epoch on.
     #[serde(default)]
     pub batch_from: u64,
-    /// Timely worker threads of each batch recomputation.
+    /// Threads of the online update (`recompute`) and timely workers of
+    /// each batch recomputation.
     #[serde(default = "one")]
     pub workers: usize,
+    /// The online implementation.
+    #[serde(default)]
+    pub online: OnlineImpl,
     /// Kafka `--until-end`: the end offsets seen when the job was created,
     /// one per partition, so that a resumed job stops at the same place.
     pub until: Option<Vec<u64>>,
@@ -418,13 +435,16 @@ fn load_snapshot(store: &dyn Store, keys: &Keys, at_most: u64) -> Result<Option<
 
 /// The online state: the computation and what the outputs need besides.
 struct State {
-    online: Layered,
+    online: Box<dyn Online + Send>,
     nodes: u64,
 }
 
 impl State {
-    fn from_edges(edges: &[(u64, u64)]) -> Result<Self> {
-        let online = Layered::from_pairs(edges)?;
+    fn from_edges(cfg: &JobConfig, edges: &[(u64, u64)]) -> Result<Self> {
+        let online: Box<dyn Online + Send> = match cfg.online {
+            OnlineImpl::Recompute => Box::new(Recompute::from_pairs(edges, cfg.workers)?),
+            OnlineImpl::Layered => Box::new(Layered::from_pairs(edges)?),
+        };
         let nodes = online.table().len() as u64;
         Ok(Self { online, nodes })
     }
@@ -708,14 +728,15 @@ pub fn workflow(cfg: &JobConfig) -> std::result::Result<Workflow<StreamSummary>,
 /// Rebuilds the online state at committed epoch `at` (snapshot + logs).
 fn rebuild(
     store: &dyn Store,
+    cfg: &JobConfig,
     keys: &Keys,
     source: Option<&dyn Source>,
     at: u64,
     mut each: impl FnMut(u64, &mut State, &[Edge], &[BadRecord]) -> Result<()>,
 ) -> Result<State> {
     let (from, mut state) = match load_snapshot(store, keys, at)? {
-        Some((e, edges)) => (e, State::from_edges(&edges)?),
-        None => (0, State::from_edges(&[])?),
+        Some((e, edges)) => (e, State::from_edges(cfg, &edges)?),
+        None => (0, State::from_edges(cfg, &[])?),
     };
     for e in from + 1..=at {
         let commit = read_commit(store, keys, e)?;
@@ -767,6 +788,7 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
     let snapshot_bound = first_missing.saturating_sub(1);
     let mut state = rebuild(
         store.as_ref(),
+        cfg,
         &keys,
         Some(source.as_ref()),
         snapshot_bound,
@@ -1049,11 +1071,18 @@ fn state_at(store: &dyn Store, wid: &str, at: u64) -> Result<State> {
         )?),
         _ => None,
     };
-    let state = rebuild(store, &keys, source.as_deref(), at, |_, st, edges, _| {
-        let ops: Vec<EdgeOp> = ops_of(edges).collect();
-        st.online.apply(&ops)?;
-        Ok(())
-    })?;
+    let state = rebuild(
+        store,
+        &cfg,
+        &keys,
+        source.as_deref(),
+        at,
+        |_, st, edges, _| {
+            let ops: Vec<EdgeOp> = ops_of(edges).collect();
+            st.online.apply(&ops)?;
+            Ok(())
+        },
+    )?;
     if let Some(r) = recorded_digest(store, wid, at)? {
         let digest = format!("{:016x}", state.online.digest());
         if r != digest {

@@ -207,7 +207,7 @@ fn store_outputs(store: &str) -> BTreeMap<PathBuf, Vec<u8>> {
 fn moto() -> &'static exoflow_testkit::Moto {
     static MOTO: std::sync::OnceLock<exoflow_testkit::Moto> = std::sync::OnceLock::new();
     MOTO.get_or_init(|| {
-        let m = exoflow_testkit::Moto::start();
+        let m = exoflow_testkit::Moto::start().shared();
         m.create_bucket("exoflow");
         // Children inherit it; harmless for the local-store tests beside.
         std::env::set_var("AWS_ENDPOINT_URL", &m.endpoint);

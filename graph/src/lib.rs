@@ -29,6 +29,7 @@
 
 pub mod batch;
 pub mod online;
+pub mod recompute;
 pub mod reference;
 pub mod table;
 
@@ -109,8 +110,38 @@ pub struct Overflow {
 /// `term(b)` for a follower with value `x` that follows `following` nodes.
 #[inline]
 pub fn term(x: u64, following: u64) -> u64 {
+    let f = following.max(1);
+    // The same value in 64-bit arithmetic while the product fits (it does
+    // for any influence below 5 * 10^8): the u128 division is 5x slower.
+    if x <= u64::MAX / P_NUM as u64 {
+        if let Some(num) = ONE.checked_add((P_NUM as u64 * x) / P_DEN as u64) {
+            return num / f;
+        }
+    }
     let boost = (P_NUM * u128::from(x)) / P_DEN;
     // x <= u64::MAX, so boost < 2^64 / 2700 and the sum fits in u128.
     let num = u128::from(ONE) + boost;
-    (num / u128::from(following.max(1))) as u64
+    (num / u128::from(f)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn term_u128(x: u64, following: u64) -> u64 {
+        let num = u128::from(ONE) + (P_NUM * u128::from(x)) / P_DEN;
+        (num / u128::from(following.max(1))) as u64
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn the_64_bit_term_equals_the_128_bit_one(
+            x in prop_oneof![any::<u64>(), 0..u64::MAX / 30, u64::MAX / 37 - 1000..u64::MAX / 37 + 1000],
+            f in prop_oneof![1..100u64, any::<u64>(), Just(0u64)],
+        ) {
+            prop_assert_eq!(term(x, f), term_u128(x, f));
+        }
+    }
 }

@@ -572,7 +572,13 @@ mod tests {
     /// Applies the epochs one by one and checks every result against the
     /// reference on all operations so far.
     fn check_epochs(epochs: &[Vec<EdgeOp>]) {
-        let mut online = Layered::new();
+        check_impl(Layered::new(), epochs);
+        check_impl(crate::recompute::Recompute::new(1), epochs);
+        check_impl(crate::recompute::Recompute::new(3), epochs);
+        check_impl(crate::recompute::Recompute::new(2).relabel_often(), epochs);
+    }
+
+    fn check_impl<O: Online>(mut online: O, epochs: &[Vec<EdgeOp>]) {
         let mut all: Vec<EdgeOp> = Vec::new();
         let mut before: Table = Vec::new();
         for (e, ops) in epochs.iter().enumerate() {
@@ -596,6 +602,11 @@ mod tests {
             }
             before = expected;
         }
+        // The bulk load of the final graph gives the same state.
+        let bulk =
+            crate::recompute::Recompute::from_pairs(&online.edges(), 2).expect("no overflow");
+        assert_eq!(bulk.table(), online.table());
+        assert_eq!(bulk.digest(), online.digest());
     }
 
     #[test]

@@ -42,12 +42,51 @@ pub fn find_program(name: &str, env: &str) -> Option<PathBuf> {
     })
 }
 
+/// PIDs of servers to kill when the test process exits (servers held in
+/// statics, which are never dropped).
+static AT_EXIT: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn kill_registered() {
+    if let Ok(pids) = AT_EXIT.lock() {
+        for &pid in pids.iter() {
+            // SAFETY: kill(2) on a PID this process started.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Kills `child` when this process exits, even if it is never dropped
+/// (a server shared by the tests of a binary through a static).
+pub fn kill_at_exit(child: &Child) {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registering a plain `extern "C"` function with atexit(3).
+        unsafe {
+            libc::atexit(kill_registered);
+        }
+    });
+    if let Ok(mut pids) = AT_EXIT.lock() {
+        pids.push(child.id());
+    }
+}
+
 /// A running moto S3 server.
 pub struct Moto {
     child: Child,
     /// Its endpoint, `http://127.0.0.1:PORT`.
     pub endpoint: String,
     port: u16,
+}
+
+impl Moto {
+    /// Kills the server when the process exits: for a server kept in a
+    /// static and shared by several tests.
+    pub fn shared(self) -> Self {
+        kill_at_exit(&self.child);
+        self
+    }
 }
 
 static AWS_ENV: Once = Once::new();

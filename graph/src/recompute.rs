@@ -1,0 +1,454 @@
+//! Incremental TunkRank by recomputation: the graph is maintained
+//! incrementally (adjacency in both directions, edited in place), and each
+//! epoch reruns the from-zero iteration over all of it, in parallel, then
+//! reports the nodes whose value moved.
+//!
+//! On a power-law stream an epoch of new follows changes the terms of most
+//! of the graph within a few rounds (a follower's new follow changes its
+//! whole contribution), so pushing deltas through stored rounds
+//! ([`crate::online::Layered`]) touches nearly every edge anyway, with
+//! random writes. Recomputing reads each in-list sequentially and the terms
+//! array at random, and splits the nodes over threads with no shared
+//! writes: its cost is rounds x edges, whatever the epoch's size. The
+//! iteration starts from zero every time (never from the previous
+//! fixpoint), so the result is the least fixpoint, the batch result, bit
+//! for bit.
+//!
+//! ```
+//! use exoflow_graph::online::Online;
+//! use exoflow_graph::recompute::Recompute;
+//! use exoflow_graph::{reference, EdgeOp};
+//! let mut online = Recompute::new(2);
+//! online.apply(&[EdgeOp::insert(1, 2), EdgeOp::insert(1, 3)]).unwrap();
+//! let u = online.apply(&[EdgeOp::insert(2, 3)]).unwrap();
+//! let ops = [EdgeOp::insert(1, 2), EdgeOp::insert(1, 3), EdgeOp::insert(2, 3)];
+//! assert_eq!(online.table(), reference::tunkrank(&reference::Graph::from_ops(&ops)).unwrap());
+//! assert_eq!(u.changes.len(), 2);
+//! ```
+
+use crate::online::{top_k, Change, Online, Update};
+use crate::table::row_hash;
+use crate::{term, EdgeOp, IdMap, Overflow, Table};
+
+/// The recomputing implementation.
+#[derive(Debug, Clone, Default)]
+pub struct Recompute {
+    /// Dense index of each node id.
+    dense: IdMap<u32>,
+    /// Node id of each dense index.
+    ids: Vec<u64>,
+    /// `out[b]`: the nodes b follows.
+    out: Vec<Vec<u32>>,
+    /// `followers[a]`: the nodes that follow a.
+    followers: Vec<Vec<u32>>,
+    /// Number of edges.
+    edge_count: usize,
+    /// The least fixpoint (0 for a node without followers).
+    x: Vec<u64>,
+    /// Rounds the last iteration took.
+    rounds: usize,
+    /// The digest of the table.
+    digest: u64,
+    /// Threads per round.
+    threads: usize,
+    /// Nodes and edges at the last relabeling.
+    labeled: (usize, usize),
+    /// Growth below which no relabeling is due (nodes, edges).
+    slack: (usize, usize),
+}
+
+impl Recompute {
+    /// An empty graph, iterated on `threads` threads.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+            slack: (1024, 4096),
+            ..Self::default()
+        }
+    }
+
+    /// The state of a graph given as sorted, distinct pairs `(a, b)` (b
+    /// follows a, no self-loops).
+    pub fn from_pairs(pairs: &[(u64, u64)], threads: usize) -> Result<Self, Overflow> {
+        let mut s = Self::new(threads);
+        for &(a, b) in pairs {
+            let (ai, bi) = (s.index(a), s.index(b));
+            s.out[bi as usize].push(ai);
+            s.followers[ai as usize].push(bi);
+        }
+        s.edge_count = pairs.len();
+        s.relabel();
+        s.iterate()?;
+        s.digest = (0..s.ids.len())
+            .filter(|&v| !s.followers[v].is_empty())
+            .fold(0u64, |d, v| d.wrapping_add(row_hash(s.ids[v], s.x[v])));
+        Ok(s)
+    }
+
+    /// Relabels at every epoch that grows the graph (tests of that path).
+    #[cfg(test)]
+    pub(crate) fn relabel_often(mut self) -> Self {
+        self.slack = (0, 0);
+        self
+    }
+
+    /// Rounds the last iteration took (the last one finds no change).
+    pub fn rounds(&self) -> usize {
+        self.rounds
+    }
+
+    /// Iterates on `threads` threads from now on.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    fn index(&mut self, id: u64) -> u32 {
+        let next = self.ids.len() as u32;
+        let i = *self.dense.entry(id).or_insert(next);
+        if i == next {
+            self.ids.push(id);
+            self.out.push(Vec::new());
+            self.followers.push(Vec::new());
+            self.x.push(0);
+        }
+        i
+    }
+
+    /// Renumbers the nodes by how many nodes they follow, most first, and
+    /// sorts every follower list: the terms that the sums read most often
+    /// are then packed at the front of the terms array, where they stay in
+    /// cache, and each list reads it in ascending order. Values and results
+    /// do not depend on the numbering (sums of integers).
+    fn relabel(&mut self) {
+        let n = self.ids.len();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by_key(|&v| (std::cmp::Reverse(self.out[v as usize].len()), v));
+        let mut new_of = vec![0u32; n];
+        for (new, &old) in order.iter().enumerate() {
+            new_of[old as usize] = new as u32;
+        }
+        let map = |list: &[u32]| -> Vec<u32> {
+            let mut l: Vec<u32> = list.iter().map(|&v| new_of[v as usize]).collect();
+            l.sort_unstable();
+            l
+        };
+        self.out = order.iter().map(|&v| map(&self.out[v as usize])).collect();
+        self.followers = order
+            .iter()
+            .map(|&v| map(&self.followers[v as usize]))
+            .collect();
+        self.ids = order.iter().map(|&v| self.ids[v as usize]).collect();
+        self.x = order.iter().map(|&v| self.x[v as usize]).collect();
+        for (i, &id) in self.ids.iter().enumerate() {
+            self.dense.insert(id, i as u32);
+        }
+        self.labeled = (n, self.edge_count);
+    }
+
+    /// Whether the graph grew enough since the last relabeling that new
+    /// nodes (numbered at the end) may have become hot.
+    fn relabel_due(&self) -> bool {
+        let (n, e) = self.labeled;
+        self.ids.len() > n + n / 8 + self.slack.0 || self.edge_count > e + e / 4 + self.slack.1
+    }
+
+    /// Node ranges of about equal edge counts, one per thread.
+    fn ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let n = self.ids.len();
+        let parts = self.threads.min(n.max(1));
+        let per = self.edge_count.div_ceil(parts).max(1);
+        let mut ranges = Vec::with_capacity(parts);
+        let (mut start, mut acc) = (0, 0);
+        for (v, f) in self.followers.iter().enumerate() {
+            acc += f.len() + 1;
+            if acc >= per && ranges.len() + 1 < parts {
+                ranges.push(start..v + 1);
+                start = v + 1;
+                acc = 0;
+            }
+        }
+        ranges.push(start..n);
+        ranges
+    }
+
+    /// Iterates from zero to the least fixpoint into `self.x`.
+    fn iterate(&mut self) -> Result<(), Overflow> {
+        let n = self.ids.len();
+        let ranges = self.ranges();
+        let mut x = vec![0u64; n];
+        let mut next = vec![0u64; n];
+        // Terms fit in 32 bits unless a follower's influence is in the
+        // thousands: half the bytes to keep in cache, and sums of fewer than
+        // 2^32 such terms cannot overflow 64 bits. Wide terms otherwise.
+        let mut narrow = vec![0u32; n];
+        let mut wide: Vec<u64> = Vec::new();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let (out, followers, ids) = (&self.out, &self.followers, &self.ids);
+            let x_ref = &x;
+            let term_of = |v: usize| {
+                let f = out[v].len() as u64;
+                if f == 0 {
+                    0
+                } else {
+                    term(x_ref[v], f)
+                }
+            };
+            // Terms, then sums: each thread owns a range of nodes.
+            let too_wide = par_ranges(&ranges, &mut narrow, |range, terms| {
+                let mut too_wide = false;
+                for (t, v) in terms.iter_mut().zip(range) {
+                    let w = term_of(v);
+                    too_wide |= w > u64::from(u32::MAX);
+                    *t = w as u32;
+                }
+                Ok(too_wide)
+            })?;
+            if too_wide {
+                wide.resize(n, 0);
+                par_ranges(&ranges, &mut wide, |range, terms| {
+                    for (t, v) in terms.iter_mut().zip(range) {
+                        *t = term_of(v);
+                    }
+                    Ok(false)
+                })?;
+            }
+            let (narrow, wide) = (&narrow, &wide);
+            let changed = par_ranges(&ranges, &mut next, |range, next| {
+                let mut changed = false;
+                for (slot, a) in next.iter_mut().zip(range) {
+                    let sum = if too_wide {
+                        let (mut sum, mut overflow) = (0u64, false);
+                        for &b in &followers[a] {
+                            let (s, o) = sum.overflowing_add(wide[b as usize]);
+                            sum = s;
+                            overflow |= o;
+                        }
+                        if overflow {
+                            return Err(Overflow { node: ids[a] });
+                        }
+                        sum
+                    } else {
+                        followers[a]
+                            .iter()
+                            .map(|&b| u64::from(narrow[b as usize]))
+                            .sum()
+                    };
+                    changed |= sum != x_ref[a];
+                    *slot = sum;
+                }
+                Ok(changed)
+            })?;
+            std::mem::swap(&mut x, &mut next);
+            if !changed {
+                break;
+            }
+        }
+        self.x = x;
+        self.rounds = rounds;
+        Ok(())
+    }
+}
+
+impl Recompute {
+    /// The changes against the old table given by id (after a relabeling).
+    fn changes_by_id(&mut self, old: Vec<(u64, bool, u64)>, inserted: u64, removed: u64) -> Update {
+        let mut before: IdMap<u64> = IdMap::default();
+        for (id, was_in, x) in old {
+            if was_in {
+                before.insert(id, x);
+            }
+        }
+        let mut changes = Vec::new();
+        for v in 0..self.ids.len() {
+            let id = self.ids[v];
+            let old = before.get(&id).copied();
+            let new = (!self.followers[v].is_empty()).then(|| self.x[v]);
+            if old != new {
+                if let Some(o) = old {
+                    self.digest = self.digest.wrapping_sub(row_hash(id, o));
+                }
+                if let Some(x) = new {
+                    self.digest = self.digest.wrapping_add(row_hash(id, x));
+                }
+                changes.push(Change { node: id, old, new });
+            }
+        }
+        changes.sort_unstable();
+        Update {
+            changes,
+            inserted,
+            removed,
+            rounds: self.rounds,
+        }
+    }
+}
+
+/// Runs `f` on each range of `data` (split at the ranges' bounds), on its
+/// own thread when there are several; returns whether any said "changed".
+fn par_ranges<T, F>(
+    ranges: &[std::ops::Range<usize>],
+    data: &mut [T],
+    f: F,
+) -> Result<bool, Overflow>
+where
+    T: Send,
+    F: Fn(std::ops::Range<usize>, &mut [T]) -> Result<bool, Overflow> + Sync,
+{
+    if ranges.len() <= 1 {
+        return f(0..data.len(), data);
+    }
+    let mut chunks = Vec::with_capacity(ranges.len());
+    let mut rest = data;
+    for r in ranges {
+        let (head, tail) = rest.split_at_mut(r.len());
+        chunks.push((r.clone(), head));
+        rest = tail;
+    }
+    let f = &f;
+    let results: Vec<Result<bool, Overflow>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|(r, chunk)| s.spawn(move || f(r, chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(Overflow { node: u64::MAX })))
+            .collect()
+    });
+    let mut changed = false;
+    for r in results {
+        changed |= r?;
+    }
+    Ok(changed)
+}
+
+impl Online for Recompute {
+    fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, Overflow> {
+        // The table before: who was in it, with which value.
+        let before_n = self.ids.len();
+        let was_in: Vec<bool> = self.followers.iter().map(|f| !f.is_empty()).collect();
+        let old_x = self.x.clone();
+        let (mut inserted, mut removed) = (0u64, 0u64);
+        for op in ops {
+            if op.src == op.dst {
+                continue;
+            }
+            let (a, b) = (self.index(op.src), self.index(op.dst));
+            // Membership by a scan of b's following list (short on
+            // power-law graphs): no set of all edges.
+            let pos = self.out[b as usize].iter().position(|&x| x == a);
+            match (pos, op.insert) {
+                (None, true) => {
+                    self.out[b as usize].push(a);
+                    self.followers[a as usize].push(b);
+                    self.edge_count += 1;
+                    inserted += 1;
+                }
+                (Some(p), false) => {
+                    self.out[b as usize].swap_remove(p);
+                    let f = &mut self.followers[a as usize];
+                    if let Some(q) = f.iter().rposition(|&x| x == b) {
+                        f.swap_remove(q);
+                    }
+                    self.edge_count -= 1;
+                    removed += 1;
+                }
+                _ => {}
+            }
+        }
+        if inserted + removed > 0 {
+            if self.relabel_due() {
+                // Numbers change: keep the old values by id.
+                let old: Vec<(u64, bool, u64)> = (0..before_n)
+                    .map(|v| (self.ids[v], was_in[v], old_x[v]))
+                    .collect();
+                self.relabel();
+                self.iterate()?;
+                return Ok(self.changes_by_id(old, inserted, removed));
+            }
+            self.iterate()?;
+        }
+
+        let mut changes = Vec::new();
+        for v in 0..self.ids.len() {
+            let old = (v < before_n && was_in[v]).then(|| old_x[v]);
+            let new = (!self.followers[v].is_empty()).then(|| self.x[v]);
+            if old != new {
+                if let Some(o) = old {
+                    self.digest = self.digest.wrapping_sub(row_hash(self.ids[v], o));
+                }
+                if let Some(x) = new {
+                    self.digest = self.digest.wrapping_add(row_hash(self.ids[v], x));
+                }
+                changes.push(Change {
+                    node: self.ids[v],
+                    old,
+                    new,
+                });
+            }
+        }
+        changes.sort_unstable();
+        Ok(Update {
+            changes,
+            inserted,
+            removed,
+            rounds: self.rounds,
+        })
+    }
+
+    fn value(&self, node: u64) -> Option<u64> {
+        let &i = self.dense.get(&node)?;
+        (!self.followers[i as usize].is_empty()).then(|| self.x[i as usize])
+    }
+
+    fn table(&self) -> Table {
+        let mut t: Table = (0..self.ids.len())
+            .filter(|&v| !self.followers[v].is_empty())
+            .map(|v| (self.ids[v], self.x[v]))
+            .collect();
+        t.sort_unstable();
+        t
+    }
+
+    fn top(&self, k: usize) -> Table {
+        top_k(
+            (0..self.ids.len())
+                .filter(|&v| !self.followers[v].is_empty())
+                .map(|v| (self.ids[v], self.x[v])),
+            k,
+        )
+    }
+
+    fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    fn edges(&self) -> Vec<(u64, u64)> {
+        let mut e: Vec<(u64, u64)> = self
+            .followers
+            .iter()
+            .enumerate()
+            .flat_map(|(a, f)| f.iter().map(move |&b| (a as u32, b)))
+            .map(|(a, b)| (self.ids[a as usize], self.ids[b as usize]))
+            .collect();
+        e.sort_unstable();
+        e
+    }
+
+    fn edge_count(&self) -> usize {
+        self.edge_count
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let n = self.ids.len();
+        let adj: usize = self
+            .out
+            .iter()
+            .chain(&self.followers)
+            .map(|o| o.capacity() * 4)
+            .sum();
+        self.dense.capacity() * 13 + self.ids.capacity() * 8 + 2 * n * 24 + adj + n * 8
+    }
+}
