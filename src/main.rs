@@ -574,7 +574,18 @@ fn wait_stream(
         });
         let result = handle.wait();
         done.store(true, std::sync::atomic::Ordering::SeqCst);
-        let summary = result?;
+        let summary = match result {
+            Ok(s) => s,
+            Err(e) if pipeline::STOP.load(std::sync::atomic::Ordering::SeqCst) => {
+                tracing::info!("stop: {}", error_chain(&anyhow::Error::from(e)));
+                eprintln!(
+                    "exoflow: workflow {wid} stopped; its committed epochs are kept.\n  continue: exoflow resume --store {} --workflow-id {wid}",
+                    store.store
+                );
+                return Err(StoppedOnRequest.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         eprintln!(
             "exoflow: workflow {wid} finished at epoch {} ({} edges in the graph).\n  outputs: {}/outputs/{wid}/online/<epoch>\n  export:  exoflow export --store {} --workflow-id {wid} --out influence.csv",
             summary.last_epoch,
@@ -585,6 +596,19 @@ fn wait_stream(
         Ok(())
     })
 }
+
+/// A run stopped by SIGINT or SIGTERM: not an error, but not finished
+/// either (exit status 130, as after an interrupt).
+#[derive(Debug)]
+struct StoppedOnRequest;
+
+impl std::fmt::Display for StoppedOnRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped on request")
+    }
+}
+
+impl std::error::Error for StoppedOnRequest {}
 
 fn run(args: &RunArgs) -> Result<()> {
     let partitions = args.partitions.unwrap_or(2);
@@ -774,6 +798,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<StoppedOnRequest>() => ExitCode::from(130),
         Err(e) => {
             eprintln!("exoflow: error: {}", error_chain(&e));
             let passing = e

@@ -60,7 +60,7 @@ fn run_args(store: &Path, source: &str, checkpoint: &str, extra: &[&str]) -> Vec
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if !extra.contains(&"--epoch-edges") {
+    if !extra.contains(&"--epoch-edges") && !extra.contains(&"--epoch-ms") {
         v.extend(["--epoch-edges".to_owned(), "2000".to_owned()]);
     }
     v.extend(extra.iter().map(|s| s.to_string()));
@@ -539,4 +539,128 @@ fn misuse_is_a_clear_error() {
         "{err}"
     );
     assert!(!workflow_exists(&fresh));
+}
+
+/// SIGINT commits the epoch in flight and leaves the job STOPPED (exit
+/// status 130); `resume` finishes it with the outputs of an uninterrupted
+/// run.
+#[test]
+fn sigint_stops_then_resume_finishes_identically() {
+    let extra = ["--rate", "40000"];
+    let (_ref_dir, want) = uninterrupted(GEN, "async", &extra);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let child = exoflow()
+        .args(run_args(&store, GEN, "async", &extra))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(600));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("stopped") && err.contains("exoflow resume"),
+        "{err}"
+    );
+    let status = exoflow()
+        .args(["status", "--json", "--store"])
+        .arg(&store)
+        .args(["--workflow-id", "job"])
+        .output()
+        .expect("status");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("Stopped"));
+    let partial = outputs(&store);
+    assert!(!partial.is_empty() && partial.len() < want.len());
+    assert_eq!(finish(&store, &[], std::iter::empty()), 0);
+    assert_eq!(outputs(&store), want);
+}
+
+/// Time-cut epochs are recorded before anything of them is published:
+/// after kills and resumes, every committed epoch's output equals the
+/// offline computation on the edges its recorded cut covers (one partition,
+/// so epoch e covers the first n_1 + ... + n_e lines).
+#[test]
+fn time_cut_epochs_survive_kills_and_equal_a_replay_of_the_cuts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("edges.txt");
+    check_ok(
+        exoflow()
+            .args([
+                "gen",
+                "--scale",
+                "11",
+                "--edge-factor",
+                "16",
+                "--seed",
+                "5",
+                "--out",
+            ])
+            .arg(&file)
+            .output()
+            .expect("gen"),
+        "gen",
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&file)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let source = format!("file:{}", file.display());
+    let store = dir.path().join("store");
+    let extra = ["--partitions", "1", "--epoch-ms", "40", "--rate", "30000"];
+    let args = run_args(&store, &source, "sync", &extra);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(41);
+    let delays: Vec<Duration> = (0..6)
+        .map(|_| Duration::from_millis(rng.random_range(50..400)))
+        .collect();
+    let kills = finish(&store, &args, delays.into_iter());
+    assert!(kills >= 3, "only {kills} kills landed");
+    let online: Vec<serde_json::Value> = outputs(&store)
+        .into_iter()
+        .filter(|(k, _)| k.to_string_lossy().contains("/online/"))
+        .map(|(_, v)| serde_json::from_slice(&v).expect("JSON"))
+        .collect();
+    let sizes: Vec<u64> = online
+        .iter()
+        .map(|v| v["edges"].as_u64().expect("edges"))
+        .collect();
+    assert_eq!(
+        sizes.iter().sum::<u64>(),
+        lines.len() as u64,
+        "every line once"
+    );
+    assert!(sizes.len() > 10, "{} epochs", sizes.len());
+    let mut so_far = 0usize;
+    for (i, n) in sizes.iter().enumerate() {
+        so_far += *n as usize;
+        let e = i + 1;
+        if e % 5 != 0 && e != sizes.len() {
+            continue;
+        }
+        let part = dir.path().join(format!("prefix-{e}.txt"));
+        std::fs::write(&part, lines[..so_far].join("\n")).expect("write");
+        let batch = dir.path().join(format!("batch-{e}.csv"));
+        check_ok(
+            exoflow()
+                .args(["batch", "--edges"])
+                .arg(&part)
+                .arg("--out")
+                .arg(&batch)
+                .output()
+                .expect("batch"),
+            "batch",
+        );
+        let got = export(
+            &store,
+            Some(e as u64),
+            &dir.path().join(format!("online-{e}.csv")),
+        );
+        assert_eq!(got, std::fs::read(&batch).expect("read"), "epoch {e}");
+    }
 }

@@ -318,7 +318,11 @@ impl Run {
         }
         let mut f = self.failure.lock();
         if f.is_none() {
-            tracing::warn!(workflow = %self.wid, error = %e, "workflow failing");
+            if self.stop_requested() {
+                tracing::info!(workflow = %self.wid, error = %e, "workflow stopping");
+            } else {
+                tracing::warn!(workflow = %self.wid, error = %e, "workflow failing");
+            }
             *f = Some(e);
         }
         self.failed.store(true, Ordering::SeqCst);
