@@ -93,6 +93,11 @@ struct RunArgs {
     /// through stored rounds; one thread). Both give the same bits.
     #[arg(long, value_enum, default_value = "recompute")]
     online: pipeline::OnlineImpl,
+    /// After each snapshot, delete the epoch logs and snapshots that
+    /// rebuilding the last EPOCHS committed epochs does not need (COMMIT
+    /// records and outputs stay). Needs sync or async and --snapshot-every.
+    #[arg(long, value_name = "EPOCHS")]
+    retain: Option<u64>,
     /// What each epoch writes before its output: none (position ranges
     /// only; resume re-reads the source), sync (edges durable before the
     /// online update) or async (edges written during it).
@@ -629,6 +634,14 @@ fn run(args: &RunArgs) -> Result<()> {
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--rate must be positive");
     }
+    if let Some(k) = args.retain {
+        if k == 0 {
+            bail!("--retain must keep at least one epoch");
+        }
+        if args.checkpoint == pipeline::Checkpoint::None || args.snapshot_every == 0 {
+            bail!("--retain drops what snapshots make unnecessary: it needs --checkpoint sync or async and --snapshot-every K > 0");
+        }
+    }
     if !(0.0..=1.0).contains(&args.max_bad_ratio) {
         bail!("--max-bad-ratio must be between 0 and 1");
     }
@@ -657,6 +670,7 @@ fn run(args: &RunArgs) -> Result<()> {
         batch_from: args.batch_from.unwrap_or(args.batch_every),
         workers: args.workers.max(1),
         online: args.online,
+        retain: args.retain,
     };
     let engine = stream_engine(&args.store)?;
     let id = args.workflow_id.as_deref().map(wid).transpose()?;

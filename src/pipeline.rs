@@ -114,6 +114,9 @@ pub struct JobConfig {
     /// The online implementation.
     #[serde(default)]
     pub online: OnlineImpl,
+    /// Keep only what rebuilding the last this many epochs needs.
+    #[serde(default)]
+    pub retain: Option<u64>,
     /// Kafka `--until-end`: the end offsets seen when the job was created,
     /// one per partition, so that a resumed job stops at the same place.
     pub until: Option<Vec<u64>>,
@@ -539,6 +542,9 @@ struct CommitJob {
     changes: Option<Vec<u8>>,
     rejected: Option<Vec<u8>>,
     snapshot: Option<Arc<Vec<(u64, u64)>>>,
+    /// `--retain`: after the snapshot, drop what rebuilding epochs from
+    /// this one on does not need.
+    keep_from: Option<u64>,
     metrics: EpochMetrics,
     /// The parts' durability, if the main thread did not wait for it.
     durable: Option<Receiver<std::result::Result<u64, String>>>,
@@ -563,6 +569,7 @@ fn committer(
     shared: Arc<Shared>,
 ) {
     let mut rows: Vec<EpochMetrics> = Vec::new();
+    let mut pruned_to = 0u64;
     let fail = |e: anyhow::Error| {
         let mut slot = shared.error.lock();
         if slot.is_none() {
@@ -600,6 +607,7 @@ fn committer(
                     generation,
                     *job,
                     &mut rows,
+                    &mut pruned_to,
                     shared.quiet,
                 ) {
                     fail(e);
@@ -618,6 +626,7 @@ fn commit_epoch(
     generation: u64,
     mut job: CommitJob,
     rows: &mut Vec<EpochMetrics>,
+    pruned_to: &mut u64,
     quiet: bool,
 ) -> Result<()> {
     let e = job.commit.epoch;
@@ -647,6 +656,9 @@ fn commit_epoch(
     job.metrics.output_committed_at = now_ms();
     if let Some(edges) = job.snapshot {
         write_snapshot(store, keys, e, &edges)?;
+        if let Some(keep_from) = job.keep_from {
+            prune(store, keys, keep_from, pruned_to)?;
+        }
     }
     let m = &job.metrics;
     if !quiet {
@@ -699,6 +711,35 @@ fn write_snapshot(store: &dyn Store, keys: &Keys, e: u64, edges: &[(u64, u64)]) 
         &keys.manifest(e),
         &codec::encode(Kind::Manifest, &manifest)?,
     )
+}
+
+/// `--retain`: with the newest snapshot `b` at or below `keep_from` (the
+/// oldest epoch that must stay rebuildable), deletes the epoch logs of
+/// epochs up to `b` and the snapshots before `b`. COMMIT records and
+/// outputs stay. A snapshot's MANIFEST goes before its data, so a crash in
+/// between leaves no snapshot that looks valid.
+fn prune(store: &dyn Store, keys: &Keys, keep_from: u64, pruned_to: &mut u64) -> Result<()> {
+    let listed = store.list(&keys.snapshots()).context("listing snapshots")?;
+    let mut valid: Vec<u64> = listed
+        .iter()
+        .filter_map(|k| k.strip_suffix("/MANIFEST"))
+        .filter_map(|k| k.rsplit('/').next()?.parse().ok())
+        .collect();
+    valid.sort_unstable();
+    let Some(&base) = valid.iter().rev().find(|&&e| e <= keep_from) else {
+        return Ok(());
+    };
+    for e in *pruned_to + 1..=base {
+        store
+            .delete_prefix(&format!("{}{e:010}/g", keys.epochs()))
+            .with_context(|| format!("dropping the logs of epoch {e}"))?;
+    }
+    for &old in valid.iter().filter(|&&s| s < base) {
+        store.delete(&keys.manifest(old))?;
+        store.delete(&keys.snapshot_data(old))?;
+    }
+    *pruned_to = (*pruned_to).max(base);
+    Ok(())
 }
 
 /// What the streaming task returns.
@@ -1007,6 +1048,13 @@ fn stream_loop(
             output,
             changes,
             rejected: (!bad.is_empty()).then(|| rejected_bytes(source, &bad)),
+            keep_from: cfg.retain.filter(|_| snapshot.is_some()).map(|k| {
+                // The last k epochs, and every epoch whose batch task has
+                // not written its output yet, stay rebuildable.
+                (e + 1)
+                    .saturating_sub(k)
+                    .min(batcher.oldest_pending().unwrap_or(u64::MAX))
+            }),
             snapshot,
             metrics,
             durable,
@@ -1061,6 +1109,13 @@ fn state_at(store: &dyn Store, wid: &str, at: u64) -> Result<State> {
     let c = committed_prefix(store, &keys)?;
     if at > c || at == 0 {
         bail!("epoch {at} is not committed (committed epochs: 1..={c})");
+    }
+    if let Some(k) = cfg.retain {
+        if at + k <= c {
+            bail!(
+                "epoch {at} is older than the last {k} epochs that --retain {k} keeps rebuildable (committed: 1..={c}); its outputs/{wid}/online/{at:010} remains"
+            );
+        }
     }
     // Logs with edges need no source: open it only for `none` logs.
     let source = match cfg.checkpoint {

@@ -664,3 +664,62 @@ fn time_cut_epochs_survive_kills_and_equal_a_replay_of_the_cuts() {
         assert_eq!(got, std::fs::read(&batch).expect("read"), "epoch {e}");
     }
 }
+
+/// `--retain K` drops the epoch logs and snapshots that rebuilding the last
+/// K epochs does not need; kills and resumes still give the outputs of an
+/// uninterrupted run, and an export older than K epochs is a clear error.
+#[test]
+fn retain_drops_old_logs_and_resume_stays_exact() {
+    let extra = ["--rate", "40000", "--retain", "4"];
+    let (_ref_dir, want) = uninterrupted(GEN, "sync", &extra);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let args = run_args(&store, GEN, "sync", &extra);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(77);
+    let delays: Vec<Duration> = (0..6)
+        .map(|_| Duration::from_millis(rng.random_range(100..500)))
+        .collect();
+    let kills = finish(&store, &args, delays.into_iter());
+    assert!(kills >= 3, "only {kills} kills landed");
+    assert_eq!(outputs(&store), want);
+    let epochs_dir = store.join("streams/job/epochs");
+    let all: Vec<PathBuf> = std::fs::read_dir(&epochs_dir)
+        .expect("epochs")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let with_logs = all
+        .iter()
+        .filter(|d| {
+            std::fs::read_dir(d)
+                .map(|r| {
+                    r.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with('g'))
+                })
+                .unwrap_or(false)
+        })
+        .count();
+    assert!(all.len() > 20, "{} epochs", all.len());
+    assert!(
+        with_logs <= 4 + 3,
+        "{with_logs} of {} epochs keep logs",
+        all.len()
+    );
+    let snapshots = std::fs::read_dir(store.join("streams/job/snapshots"))
+        .expect("snapshots")
+        .flatten()
+        .filter(|d| d.path().join("MANIFEST").exists())
+        .count();
+    assert!(snapshots <= 2, "{snapshots} snapshots kept");
+    let last = all.len() as u64;
+    export(&store, Some(last - 3), &dir.path().join("recent.csv"));
+    let old = exoflow()
+        .args(["export", "--store"])
+        .arg(&store)
+        .args(["--workflow-id", "job", "--epoch", "1", "--out"])
+        .arg(dir.path().join("old.csv"))
+        .output()
+        .expect("export");
+    assert!(!old.status.success());
+    assert!(String::from_utf8_lossy(&old.stderr).contains("--retain"));
+}

@@ -248,6 +248,11 @@ impl<'a, 'c> Batcher<'a, 'c> {
         Ok(())
     }
 
+    /// The oldest epoch whose batch task is still running.
+    pub(super) fn oldest_pending(&self) -> Option<u64> {
+        self.pending.iter().map(|(e, _)| *e).min()
+    }
+
     /// Collects the tasks that ended.
     fn reap(&mut self) -> Result<()> {
         let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
