@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Reproduces the paper's figures on this machine: runs the drivers, writes
+# experiments/results/<fig>.csv and renders experiments/figures/<fig>.png.
+#
+#   experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick]
+#
+# --paper runs the paper's sizes (fig7c: 10 s epochs, 350 epochs, a batch
+# every 20 from 160); --quick a smoke run of a few epochs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+exp=$root/experiments
+mkdir -p "$exp/results" "$exp/figures" "$exp/work"
+
+what=${1:-}
+shift || true
+paper=0 quick=0
+for a in "$@"; do
+  case $a in
+    --paper) paper=1 ;;
+    --quick) quick=1 ;;
+    *) echo "unknown option $a" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+venv() {
+  if [ ! -x "$exp/.venv/bin/python" ] || ! "$exp/.venv/bin/python" -c "import matplotlib" 2>/dev/null; then
+    step "plotting environment (experiments/.venv)"
+    python3 -m venv "$exp/.venv"
+    "$exp/.venv/bin/pip" install --quiet -r "$exp/requirements.txt"
+  fi
+}
+
+build() {
+  step "building exoflow (release)"
+  cargo build --release --quiet
+  EXOFLOW=$root/target/release/exoflow
+}
+
+fig7c() {
+  # One R-MAT stream at the paper's rate (about 45,000 edges/s), the three
+  # checkpoint modes on the same stream, batch recomputations beside.
+  local epochs=100 epoch_ms=2000 every=20 from=40 rate=45000 scale=20
+  if [ "$paper" = 1 ]; then epochs=350 epoch_ms=10000 from=160; fi
+  if [ "$quick" = 1 ]; then epochs=8 epoch_ms=500 every=3 from=3 scale=16; fi
+  local src="gen:rmat?scale=${scale}&edge-factor=16&seed=1"
+  for mode in none async sync; do
+    step "fig7c: $mode, $epochs epochs of ${epoch_ms} ms at $rate edges/s"
+    rm -rf "$exp/work/fig7c-$mode"
+    EXOFLOW_LOG=error "$EXOFLOW" run --source "$src" --rate "$rate" --epoch-ms "$epoch_ms" \
+      --epochs "$epochs" --checkpoint "$mode" --batch-every "$every" --batch-from "$from" \
+      --snapshot-every 20 --store "$exp/work/fig7c-$mode" --workflow-id "fig7c-$mode" 2>&1 \
+      | awk -v m="$mode" '/^epoch|^batch/ { n++; if (n % 10 == 0) print m ": " $0; fflush() }'
+  done
+  step "fig7c: results/fig7c.csv, figures/fig7c.png"
+  "$exp/.venv/bin/python" "$exp/fig7c.py" "$exp/work" "$exp/results/fig7c.csv" "$exp/figures/fig7c.png"
+}
+
+not_built() {
+  step "$1: not built yet (see the open issue): no result written"
+}
+
+venv
+build
+case $what in
+  fig7c) fig7c ;;
+  fig8a|fig8b|fig8c) not_built "$what" ;;
+  all) fig7c; not_built fig8a; not_built fig8b; not_built fig8c ;;
+  *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick]" >&2; exit 2 ;;
+esac
