@@ -186,6 +186,25 @@ fn uninterrupted(
 
 const GEN: &str = "gen:rmat?scale=12&edge-factor=16&seed=7";
 
+/// `exoflow batch` on a file of these lines: the CSV it writes.
+fn batch_of_lines<S: AsRef<str>>(dir: &Path, name: &str, lines: &[S]) -> Vec<u8> {
+    let part = dir.join(format!("{name}.txt"));
+    let text: Vec<&str> = lines.iter().map(AsRef::as_ref).collect();
+    std::fs::write(&part, text.join("\n")).expect("write");
+    let csv = dir.join(format!("{name}.csv"));
+    check_ok(
+        exoflow()
+            .args(["batch", "--edges"])
+            .arg(&part)
+            .arg("--out")
+            .arg(&csv)
+            .output()
+            .expect("batch"),
+        "batch",
+    );
+    std::fs::read(&csv).expect("read the batch CSV")
+}
+
 /// Every object under `outputs/` of a store (a directory or an S3 URL).
 fn store_outputs(store: &str) -> BTreeMap<PathBuf, Vec<u8>> {
     if !store.starts_with("s3://") {
@@ -441,21 +460,9 @@ fn export_at_every_epoch_equals_batch_on_the_edges_so_far() {
             .take(400 * e as usize)
             .map(|s| s.as_str())
             .collect();
-        let part = dir.path().join(format!("so-far-{e}.txt"));
-        std::fs::write(&part, so_far.join("\n")).expect("write");
-        let batch = dir.path().join(format!("batch-{e}.csv"));
-        check_ok(
-            exoflow()
-                .args(["batch", "--edges"])
-                .arg(&part)
-                .arg("--out")
-                .arg(&batch)
-                .output()
-                .expect("batch"),
-            "batch",
-        );
+        let batch = batch_of_lines(dir.path(), &format!("so-far-{e}"), &so_far);
         let online = export(&store, Some(e), &dir.path().join(format!("online-{e}.csv")));
-        assert_eq!(online, std::fs::read(&batch).expect("read"), "epoch {e}");
+        assert_eq!(online, batch, "epoch {e}");
         if e % 3 == 1 {
             // The same recomputation on the store, by hand.
             let on_store = dir.path().join(format!("store-batch-{e}.csv"));
@@ -643,25 +650,13 @@ fn time_cut_epochs_survive_kills_and_equal_a_replay_of_the_cuts() {
         if e % 5 != 0 && e != sizes.len() {
             continue;
         }
-        let part = dir.path().join(format!("prefix-{e}.txt"));
-        std::fs::write(&part, lines[..so_far].join("\n")).expect("write");
-        let batch = dir.path().join(format!("batch-{e}.csv"));
-        check_ok(
-            exoflow()
-                .args(["batch", "--edges"])
-                .arg(&part)
-                .arg("--out")
-                .arg(&batch)
-                .output()
-                .expect("batch"),
-            "batch",
-        );
+        let batch = batch_of_lines(dir.path(), &format!("prefix-{e}"), &lines[..so_far]);
         let got = export(
             &store,
             Some(e as u64),
             &dir.path().join(format!("online-{e}.csv")),
         );
-        assert_eq!(got, std::fs::read(&batch).expect("read"), "epoch {e}");
+        assert_eq!(got, batch, "epoch {e}");
     }
 }
 

@@ -439,19 +439,7 @@ impl Online for Layered {
                 .unwrap_or(self.followers[i] > 0);
             let old = was_in.then_some(old_x);
             let new = (self.followers[i] > 0).then(|| self.final_value(i));
-            if old != new {
-                if let Some(o) = old {
-                    self.digest = self.digest.wrapping_sub(row_hash(self.ids[i], o));
-                }
-                if let Some(x) = new {
-                    self.digest = self.digest.wrapping_add(row_hash(self.ids[i], x));
-                }
-                changes.push(Change {
-                    node: self.ids[i],
-                    old,
-                    new,
-                });
-            }
+            record_change(&mut self.digest, &mut changes, self.ids[i], old, new);
         }
         changes.sort_unstable();
         Ok(Update {
@@ -515,6 +503,27 @@ impl Online for Layered {
             + self.followers.capacity() * 4
             + self.rounds.iter().map(|r| r.capacity() * 8).sum::<usize>()
     }
+}
+
+/// Records a node's change, if its value moved, and updates the table
+/// digest by it.
+pub(crate) fn record_change(
+    digest: &mut u64,
+    changes: &mut Vec<Change>,
+    node: u64,
+    old: Option<u64>,
+    new: Option<u64>,
+) {
+    if old == new {
+        return;
+    }
+    if let Some(o) = old {
+        *digest = digest.wrapping_sub(row_hash(node, o));
+    }
+    if let Some(x) = new {
+        *digest = digest.wrapping_add(row_hash(node, x));
+    }
+    changes.push(Change { node, old, new });
 }
 
 /// The `k` largest rows by influence descending, then node ascending.

@@ -26,7 +26,7 @@
 //! assert_eq!(u.changes.len(), 2);
 //! ```
 
-use crate::online::{top_k, Change, Online, Update};
+use crate::online::{record_change, top_k, Online, Update};
 use crate::table::row_hash;
 use crate::{term, EdgeOp, IdMap, Overflow, Table};
 
@@ -265,15 +265,7 @@ impl Recompute {
             let id = self.ids[v];
             let old = before.get(&id).copied();
             let new = (!self.followers[v].is_empty()).then(|| self.x[v]);
-            if old != new {
-                if let Some(o) = old {
-                    self.digest = self.digest.wrapping_sub(row_hash(id, o));
-                }
-                if let Some(x) = new {
-                    self.digest = self.digest.wrapping_add(row_hash(id, x));
-                }
-                changes.push(Change { node: id, old, new });
-            }
+            record_change(&mut self.digest, &mut changes, id, old, new);
         }
         changes.sort_unstable();
         Update {
@@ -375,19 +367,7 @@ impl Online for Recompute {
         for v in 0..self.ids.len() {
             let old = (v < before_n && was_in[v]).then(|| old_x[v]);
             let new = (!self.followers[v].is_empty()).then(|| self.x[v]);
-            if old != new {
-                if let Some(o) = old {
-                    self.digest = self.digest.wrapping_sub(row_hash(self.ids[v], o));
-                }
-                if let Some(x) = new {
-                    self.digest = self.digest.wrapping_add(row_hash(self.ids[v], x));
-                }
-                changes.push(Change {
-                    node: self.ids[v],
-                    old,
-                    new,
-                });
-            }
+            record_change(&mut self.digest, &mut changes, self.ids[v], old, new);
         }
         changes.sort_unstable();
         Ok(Update {
