@@ -127,16 +127,24 @@ impl Recompute {
         for (new, &old) in order.iter().enumerate() {
             new_of[old as usize] = new as u32;
         }
-        let map = |list: &[u32]| -> Vec<u32> {
-            let mut l: Vec<u32> = list.iter().map(|&v| new_of[v as usize]).collect();
-            l.sort_unstable();
-            l
+        // Lists move to their new places and are renumbered in place: no
+        // copy, no reallocation.
+        let remap = |lists: &mut Vec<Vec<u32>>| {
+            let mut old = std::mem::take(lists);
+            *lists = order
+                .iter()
+                .map(|&v| {
+                    let mut l = std::mem::take(&mut old[v as usize]);
+                    for x in l.iter_mut() {
+                        *x = new_of[*x as usize];
+                    }
+                    l.sort_unstable();
+                    l
+                })
+                .collect();
         };
-        self.out = order.iter().map(|&v| map(&self.out[v as usize])).collect();
-        self.followers = order
-            .iter()
-            .map(|&v| map(&self.followers[v as usize]))
-            .collect();
+        remap(&mut self.out);
+        remap(&mut self.followers);
         self.ids = order.iter().map(|&v| self.ids[v as usize]).collect();
         self.x = order.iter().map(|&v| self.x[v as usize]).collect();
         for (i, &id) in self.ids.iter().enumerate() {
