@@ -718,3 +718,88 @@ fn retain_drops_old_logs_and_resume_stays_exact() {
     assert!(!old.status.success());
     assert!(String::from_utf8_lossy(&old.stderr).contains("--retain"));
 }
+
+/// A second `run` or a `resume` of a running job, a corrupt epoch log and a
+/// missing S3 bucket: each stops with one clear message, and committed data
+/// is left as it was.
+#[test]
+fn misuse_of_a_running_or_damaged_job_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let args = run_args(&store, GEN, "sync", &["--rate", "20000"]);
+    let mut first = exoflow()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while outputs(&store).len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let again = exoflow().args(&args).output().expect("run");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let resume = exoflow()
+        .args(["resume", "--store"])
+        .arg(&store)
+        .args(["--workflow-id", "job"])
+        .output()
+        .expect("resume");
+    let err = String::from_utf8_lossy(&resume.stderr);
+    assert!(!resume.status.success());
+    assert!(
+        err.contains("is owned by") && err.contains("--force"),
+        "{err}"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+
+    // A flipped byte in a committed epoch log: named, never read as valid.
+    let parts = store.join("streams/job/epochs/0000000001");
+    let part = std::fs::read_dir(&parts)
+        .expect("epoch 1")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with('g'))
+        .map(|g| g.path().join("part-00000"))
+        .expect("a part of epoch 1");
+    let mut bytes = std::fs::read(&part).expect("read part");
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x40;
+    std::fs::write(&part, &bytes).expect("corrupt part");
+    // Force a rebuild from the logs: the first output goes missing.
+    let online1 = store.join("outputs/job/online/0000000001");
+    let kept = std::fs::read(&online1).expect("output 1");
+    std::fs::remove_file(&online1).expect("remove output 1");
+    let before = outputs(&store);
+    let resume = exoflow()
+        .args(["resume", "--force", "--store"])
+        .arg(&store)
+        .args(["--workflow-id", "job"])
+        .output()
+        .expect("resume");
+    let err = String::from_utf8_lossy(&resume.stderr);
+    assert!(!resume.status.success());
+    assert!(
+        err.contains("part-00000") && err.contains("checksum"),
+        "{err}"
+    );
+    assert_eq!(outputs(&store), before, "committed outputs untouched");
+    std::fs::write(&online1, kept).expect("restore");
+
+    // A bucket that does not exist.
+    moto();
+    let out = exoflow()
+        .args(run_args(
+            Path::new("s3://no-such-bucket-exoflow/p"),
+            GEN,
+            "sync",
+            &[],
+        ))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("bucket does not exist"), "{err}");
+}
