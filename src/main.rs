@@ -815,11 +815,16 @@ fn main() -> ExitCode {
         Err(e) if e.is::<StoppedOnRequest>() => ExitCode::from(130),
         Err(e) => {
             eprintln!("exoflow: error: {}", error_chain(&e));
-            let passing = e
-                .downcast_ref::<exoflow_engine::EngineError>()
-                .is_some_and(|e| e.is_resumable());
-            if passing {
-                eprintln!("exoflow: this error may pass: try again");
+            match e.downcast_ref::<exoflow_engine::EngineError>() {
+                // A task's own failure (bad data, a corrupt object) does not
+                // pass by itself: its cause must be fixed first.
+                Some(exoflow_engine::EngineError::TaskFailed { .. }) => {
+                    eprintln!("exoflow: committed work is kept; fix the cause, then `exoflow resume`");
+                }
+                Some(err) if err.is_resumable() => {
+                    eprintln!("exoflow: this error may pass: try again");
+                }
+                _ => {}
             }
             ExitCode::FAILURE
         }
