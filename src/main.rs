@@ -472,8 +472,18 @@ fn status(args: &StoreArgs, id: Option<&str>, json: bool) -> Result<()> {
         Some(id) => vec![engine.status(&wid(id)?)?],
         None => engine.list()?,
     };
+    let stream = match id {
+        Some(id) => pipeline::describe(engine.store().as_ref(), id)?,
+        None => None,
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&infos)?);
+        let v = match (&stream, infos.first()) {
+            (Some(st), Some(w)) if id.is_some() => {
+                serde_json::json!({ "workflow": w, "stream": st })
+            }
+            _ => serde_json::to_value(&infos)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     if infos.is_empty() {
@@ -499,19 +509,39 @@ fn status(args: &StoreArgs, id: Option<&str>, json: bool) -> Result<()> {
             w.tasks
         );
     }
-    if let Some(id) = id {
-        if let Some((epoch, out)) = pipeline::describe(engine.store().as_ref(), id)? {
-            println!("\nstreaming job: last committed epoch {epoch}");
-            for key in ["edges", "changed", "nodes", "digest"] {
-                if let Some(v) = out.get(key) {
-                    println!("  {key:<8} {v}");
-                }
+    if let Some(st) = stream {
+        let out = &st.last_output;
+        println!(
+            "\nstreaming job: {} (checkpoint {:?}), last committed epoch {}",
+            st.source, st.checkpoint, st.last_committed
+        );
+        for key in ["edges", "changed", "nodes", "digest"] {
+            if let Some(v) = out.get(key) {
+                println!(
+                    "  {key:<8} {}",
+                    v.as_str().map_or(v.to_string(), str::to_owned)
+                );
             }
-            if let Some(top) = out.get("top").and_then(|t| t.as_array()) {
-                println!("  top 10 by influence:");
-                for row in top.iter().take(10) {
-                    println!("    {row}");
-                }
+        }
+        if let Some(top) = out.get("top").and_then(|t| t.as_array()) {
+            println!("  top 10 by influence:");
+            for row in top.iter().take(10) {
+                println!(
+                    "    {:>20}  {}",
+                    row[0].as_u64().unwrap_or_default(),
+                    row[1].as_str().unwrap_or_default()
+                );
+            }
+        }
+        if !st.batches.is_empty() {
+            println!("  batch recomputations (epoch: nodes differing, max |batch - online|):");
+            for b in st.batches.iter().rev().take(10).rev() {
+                println!(
+                    "    {:>6}: {} differing, max {}",
+                    b["epoch"].as_u64().unwrap_or_default(),
+                    b["differing"],
+                    b["max_diff"].as_str().unwrap_or_default()
+                );
             }
         }
     }
@@ -819,7 +849,9 @@ fn main() -> ExitCode {
                 // A task's own failure (bad data, a corrupt object) does not
                 // pass by itself: its cause must be fixed first.
                 Some(exoflow_engine::EngineError::TaskFailed { .. }) => {
-                    eprintln!("exoflow: committed work is kept; fix the cause, then `exoflow resume`");
+                    eprintln!(
+                        "exoflow: committed work is kept; fix the cause, then `exoflow resume`"
+                    );
                 }
                 Some(err) if err.is_resumable() => {
                     eprintln!("exoflow: this error may pass: try again");

@@ -1178,22 +1178,57 @@ pub fn batch_at(
     Ok((report, table))
 }
 
-/// A summary of committed epochs for `status`: the last committed epoch
-/// and its output.
-pub fn describe(
-    store: &dyn Store,
-    wid: &str,
-) -> Result<Option<(u64, BTreeMap<String, serde_json::Value>)>> {
+/// What `status` shows of a streaming job.
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    /// The source.
+    pub source: String,
+    /// The checkpoint mode.
+    pub checkpoint: Checkpoint,
+    /// The last committed epoch (0: none yet).
+    pub last_committed: u64,
+    /// The output of that epoch (edges, changed, nodes, digest, top).
+    pub last_output: BTreeMap<String, serde_json::Value>,
+    /// The batch recomputations written so far: epoch, differing nodes,
+    /// mean and max |batch - online|.
+    pub batches: Vec<serde_json::Value>,
+}
+
+/// A summary of a streaming job for `status`, `None` when the workflow is
+/// not one.
+pub fn describe(store: &dyn Store, wid: &str) -> Result<Option<StreamStatus>> {
     let keys = Keys {
         wid: wid.to_owned(),
     };
     if store.get(&keys.config())?.is_none() {
         return Ok(None);
     }
+    let cfg = read_config(store, wid)?;
     let c = committed_prefix(store, &keys)?;
-    let out = match store.get(&keys.online(c))? {
+    let last_output = match store.get(&keys.online(c))? {
         Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
         None => BTreeMap::new(),
     };
-    Ok(Some((c, out)))
+    let mut batches = Vec::new();
+    for key in store.list(&format!("outputs/{wid}/batch/"))? {
+        let Some(v) = store
+            .get(&key)?
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        else {
+            continue;
+        };
+        batches.push(serde_json::json!({
+            "epoch": v["epoch"],
+            "differing": v["differing"],
+            "mean_diff": v["mean_diff"],
+            "max_diff": v["max_diff"],
+        }));
+    }
+    Ok(Some(StreamStatus {
+        source: cfg.source,
+        checkpoint: cfg.checkpoint,
+        last_committed: c,
+        last_output,
+        batches,
+    }))
 }

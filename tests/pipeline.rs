@@ -581,7 +581,13 @@ fn sigint_stops_then_resume_finishes_identically() {
         .args(["--workflow-id", "job"])
         .output()
         .expect("status");
-    assert!(String::from_utf8_lossy(&status.stdout).contains("Stopped"));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["workflow"]["state"], "Stopped", "{status}");
+    assert!(
+        status["stream"]["last_committed"].as_u64() >= Some(1),
+        "{status}"
+    );
+    assert_eq!(status["stream"]["checkpoint"], "Async");
     let partial = outputs(&store);
     assert!(!partial.is_empty() && partial.len() < want.len());
     assert_eq!(finish(&store, &[], std::iter::empty()), 0);
