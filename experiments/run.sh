@@ -58,6 +58,18 @@ fig7c() {
   "$exp/.venv/bin/python" "$exp/fig7c.py" "$exp/work" "$exp/results/fig7c.csv" "$exp/figures/fig7c.png"
 }
 
+criterion_fig() {
+  # The engine's criterion benches measure Fig 8a and 8c; the figure is
+  # made from their medians.
+  local fig=$1
+  step "$fig: cargo bench --bench engine -- $fig"
+  rm -rf "$root/target/criterion/$fig"
+  cargo bench --quiet --bench engine -- "$fig" 2>&1 | grep -E "^$fig/|time:|thrpt:|not measured" || true
+  step "$fig: results/$fig.csv, figures/$fig.png"
+  "$exp/.venv/bin/python" "$exp/criterion_fig.py" "$fig" "$root/target/criterion" \
+    "$exp/results/$fig.csv" "$exp/figures/$fig.png"
+}
+
 not_built() {
   step "$1: not built yet (see the open issue): no result written"
 }
@@ -66,7 +78,8 @@ venv
 build
 case $what in
   fig7c) fig7c ;;
-  fig8a|fig8b|fig8c) not_built "$what" ;;
-  all) fig7c; not_built fig8a; not_built fig8b; not_built fig8c ;;
+  fig8a|fig8c) criterion_fig "$what" ;;
+  fig8b) not_built "$what" ;;
+  all) fig7c; criterion_fig fig8a; not_built fig8b; criterion_fig fig8c ;;
   *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,100 @@
+"""Fig 8a and Fig 8c from the criterion benches of `cargo bench --bench engine`:
+reads target/criterion/<fig>/*/new/{benchmark,estimates}.json (medians),
+writes the CSV and renders the PNG.
+
+usage: criterion_fig.py fig8a|fig8c CRITERION_DIR OUT.csv OUT.png
+"""
+import csv
+import glob
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SIZES = {"1B": 1, "128KiB": 128 << 10, "1MiB": 1 << 20, "32MiB": 32 << 20, "128MiB": 128 << 20}
+
+
+def load(crit, fig):
+    out = []
+    for bench in glob.glob(os.path.join(crit, fig, "**", "new", "benchmark.json"), recursive=True):
+        with open(bench) as f:
+            meta = json.load(f)
+        with open(os.path.join(os.path.dirname(bench), "estimates.json")) as f:
+            est = json.load(f)
+        out.append((meta, est["median"]["point_estimate"] / 1e9))  # seconds per iteration
+    return out
+
+
+def fig8c(rows, out_csv, out_png):
+    table = []
+    for meta, secs in rows:
+        workload, mode = meta["function_id"].split("/")
+        n = meta["throughput"]["Elements"]
+        table.append((workload, mode, n, secs, n / secs))
+    table.sort()
+    with open(out_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["workload", "mode", "tasks_per_iteration", "median_s", "tasks_per_s"])
+        for r in table:
+            w.writerow([r[0], r[1], r[2], f"{r[3]:.6f}", f"{r[4]:.1f}"])
+    workloads = sorted({r[0] for r in table})
+    modes = ["Skip", "Async", "Sync"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(modes)
+    for i, mode in enumerate(modes):
+        ys = [next((r[4] for r in table if r[0] == wl and r[1] == mode), 0) for wl in workloads]
+        xs = [k + i * width for k in range(len(workloads))]
+        bars = ax.bar(xs, ys, width, label=mode)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks([k + width for k in range(len(workloads))])
+    ax.set_xticklabels(["1-task DAGs (registered, fresh ids)" if "single" in wl else "1 + 100 parallel tasks" for wl in workloads])
+    ax.set_yscale("log")
+    ax.set_ylabel("tasks per second")
+    ax.set_title("Fig 8c: engine throughput, local directory store\n(Ray Workflows: not measured)")
+    ax.legend(title="checkpoint")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+
+
+def fig8a(rows, out_csv, out_png):
+    table = []
+    for meta, secs in rows:
+        series = meta["function_id"]
+        size = SIZES.get(meta["value_str"], 0)
+        table.append((series, size, secs * 1000))
+    table.sort()
+    with open(out_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["series", "bytes", "median_ms"])
+        for r in table:
+            w.writerow([r[0], r[1], f"{r[2]:.4f}"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for series in sorted({r[0] for r in table}):
+        pts = [(r[1], r[2]) for r in table if r[0] == series]
+        style = "k--" if series.startswith("raw") else "-o"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=series, markersize=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("object size (bytes)")
+    ax.set_ylabel("producer end -> consumer start (ms)")
+    ax.set_title("Fig 8a: data movement latency (Ray Workflows: not measured)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+
+
+def main():
+    which, crit, out_csv, out_png = sys.argv[1:5]
+    rows = load(crit, which)
+    if not rows:
+        sys.exit(f"no criterion results for {which} under {crit}: run `cargo bench --bench engine -- {which}`")
+    {"fig8a": fig8a, "fig8c": fig8c}[which](rows, out_csv, out_png)
+    print(f"{which}: {len(rows)} measurements")
+
+
+if __name__ == "__main__":
+    main()
