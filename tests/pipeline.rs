@@ -89,6 +89,17 @@ fn export(store: &Path, epoch: Option<u64>, out: &Path) -> Vec<u8> {
     std::fs::read(out).expect("read export")
 }
 
+/// `exoflow resume` of workflow `job`, to its end.
+fn resume(store: &Path, extra: &[&str]) -> std::process::Output {
+    exoflow()
+        .args(["resume", "--store"])
+        .arg(store)
+        .args(["--workflow-id", "job"])
+        .args(extra)
+        .output()
+        .expect("resume")
+}
+
 fn workflow_exists(store: &Path) -> bool {
     exoflow()
         .args(["status", "--store"])
@@ -506,12 +517,7 @@ fn misuse_is_a_clear_error() {
         Some("stream.committed=2")
     ));
     std::fs::write(&file, "1 2\n2 3\n3 1\n4 1\n").expect("rewrite");
-    let out = exoflow()
-        .args(["resume", "--store"])
-        .arg(&store)
-        .args(["--workflow-id", "job"])
-        .output()
-        .expect("resume");
+    let out = resume(&store, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("the source changed"), "{err}");
@@ -747,14 +753,9 @@ fn misuse_of_a_running_or_damaged_job_is_a_clear_error() {
     let again = exoflow().args(&args).output().expect("run");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
-    let resume = exoflow()
-        .args(["resume", "--store"])
-        .arg(&store)
-        .args(["--workflow-id", "job"])
-        .output()
-        .expect("resume");
-    let err = String::from_utf8_lossy(&resume.stderr);
-    assert!(!resume.status.success());
+    let res = resume(&store, &[]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success());
     assert!(
         err.contains("is owned by") && err.contains("--force"),
         "{err}"
@@ -779,14 +780,9 @@ fn misuse_of_a_running_or_damaged_job_is_a_clear_error() {
     let kept = std::fs::read(&online1).expect("output 1");
     std::fs::remove_file(&online1).expect("remove output 1");
     let before = outputs(&store);
-    let resume = exoflow()
-        .args(["resume", "--force", "--store"])
-        .arg(&store)
-        .args(["--workflow-id", "job"])
-        .output()
-        .expect("resume");
-    let err = String::from_utf8_lossy(&resume.stderr);
-    assert!(!resume.status.success());
+    let res = resume(&store, &["--force"]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success());
     assert!(
         err.contains("part-00000") && err.contains("checksum"),
         "{err}"

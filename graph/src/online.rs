@@ -478,15 +478,7 @@ impl Online for Layered {
     }
 
     fn edges(&self) -> Vec<(u64, u64)> {
-        let mut e: Vec<(u64, u64)> = self
-            .out
-            .iter()
-            .enumerate()
-            .flat_map(|(b, out)| out.iter().map(move |&a| (a, b as u32)))
-            .map(|(a, b)| (self.ids[a as usize], self.ids[b as usize]))
-            .collect();
-        e.sort_unstable();
-        e
+        sorted_pairs(&self.ids, &self.out, |b, a| (a, b))
     }
 
     fn edge_count(&self) -> usize {
@@ -503,6 +495,26 @@ impl Online for Layered {
             + self.followers.capacity() * 4
             + self.rounds.iter().map(|r| r.capacity() * 8).sum::<usize>()
     }
+}
+
+/// The edges `(a, b)` (b follows a) of adjacency `lists` (list `i` holds
+/// dense indices `j`; `pair(i, j)` says which is a), as sorted node ids.
+pub(crate) fn sorted_pairs(
+    ids: &[u64],
+    lists: &[Vec<u32>],
+    pair: impl Fn(u32, u32) -> (u32, u32),
+) -> Vec<(u64, u64)> {
+    let mut e: Vec<(u64, u64)> = lists
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| l.iter().map(move |&j| (i as u32, j)))
+        .map(|(i, j)| {
+            let (a, b) = pair(i, j);
+            (ids[a as usize], ids[b as usize])
+        })
+        .collect();
+    e.sort_unstable();
+    e
 }
 
 /// Records a node's change, if its value moved, and updates the table

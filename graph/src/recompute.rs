@@ -26,7 +26,7 @@
 //! assert_eq!(u.changes.len(), 2);
 //! ```
 
-use crate::online::{record_change, top_k, Online, Update};
+use crate::online::{record_change, sorted_pairs, top_k, Online, Update};
 use crate::table::row_hash;
 use crate::{term, EdgeOp, IdMap, Overflow, Table};
 
@@ -414,15 +414,7 @@ impl Online for Recompute {
     }
 
     fn edges(&self) -> Vec<(u64, u64)> {
-        let mut e: Vec<(u64, u64)> = self
-            .followers
-            .iter()
-            .enumerate()
-            .flat_map(|(a, f)| f.iter().map(move |&b| (a as u32, b)))
-            .map(|(a, b)| (self.ids[a as usize], self.ids[b as usize]))
-            .collect();
-        e.sort_unstable();
-        e
+        sorted_pairs(&self.ids, &self.followers, |a, b| (a, b))
     }
 
     fn edge_count(&self) -> usize {
