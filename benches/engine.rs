@@ -1,8 +1,11 @@
 //! Engine microbenchmarks: the paper's Fig 8c (throughput of registered DAG
-//! runs) and Fig 8a (producer-to-consumer latency by size and checkpoint
-//! mode), each beside a baseline measured in the same run.
+//! runs), Fig 8a (producer-to-consumer latency by size and checkpoint
+//! mode) and Fig 8b (a 1M-edge graph snapshot handed to a batch stage in
+//! memory, against through the store), each beside a baseline measured in
+//! the same run.
 //!
-//! Run: `cargo bench --bench engine` (add `-- fig8c` or `-- fig8a` to pick one).
+//! Run: `cargo bench --bench engine` (add `-- fig8c`, `-- fig8a` or `-- fig8b`
+//! to pick one).
 //! S3 cases start a moto server when `moto_server` is installed, and are
 //! reported as not measured otherwise.
 
@@ -211,5 +214,88 @@ fn fig8a(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fig8c, fig8a);
+/// Fig 8b: a stage hands a graph snapshot of 1M edges to a batch stage.
+/// In memory: one workflow, the snapshot task checkpoint Skip, the value
+/// passed to its consumer. Through the store: the snapshot task commits
+/// (Sync, local directory), and a second workflow's batch task reads it
+/// back from the store. Baseline: copying the edges (what the snapshot task
+/// itself does).
+fn fig8b(c: &mut Criterion) {
+    type Edges = Vec<(u64, u64)>;
+    let mut g = c.benchmark_group("fig8b");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(1));
+    let rmat = exoflow_ingest::rmat::Rmat {
+        scale: 17,
+        edge_factor: 8,
+        seed: 1,
+    };
+    let edges: Arc<Edges> = Arc::new((0..rmat.draws()).filter_map(|i| rmat.edge(i)).collect());
+    g.throughput(Throughput::Elements(edges.len() as u64));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(Engine::new(Arc::new(
+        LocalStore::open(dir.path()).expect("store"),
+    )));
+    let count = |e: &Edges| {
+        e.iter()
+            .fold(0u64, |acc, &(a, b)| acc ^ a ^ b.rotate_left(7))
+    };
+    g.bench_function(BenchmarkId::new("copy-only/baseline", "1M-edges"), |b| {
+        b.iter(|| count(&edges.as_ref().clone()))
+    });
+    let mut n = 0u64;
+    g.bench_function(BenchmarkId::new("in-memory/Skip", "1M-edges"), |b| {
+        b.iter(|| {
+            n += 1;
+            let mut dag = Dag::new();
+            let e = edges.clone();
+            let snap = dag.task("snapshot", TaskOptions::skip(), move |_| {
+                Ok(e.as_ref().clone())
+            });
+            let batch = dag.task1("batch", TaskOptions::skip(), snap, move |_, e: &Edges| {
+                Ok(count(e))
+            });
+            let wf = dag.finish(batch).expect("dag");
+            let wid = WorkflowId::new(format!("mem-{n}")).expect("id");
+            *engine.run_workflow(&wid, &wf).expect("run")
+        })
+    });
+    g.bench_function(
+        BenchmarkId::new("through-store/Sync-local", "1M-edges"),
+        |b| {
+            b.iter(|| {
+                n += 1;
+                let mut dag = Dag::new();
+                let e = edges.clone();
+                let snap = dag.task("snapshot", TaskOptions::sync(), move |_| {
+                    Ok(e.as_ref().clone())
+                });
+                let wf = dag.finish(snap).expect("dag");
+                let wid = WorkflowId::new(format!("store-{n}")).expect("id");
+                engine
+                    .submit_workflow(&wid, &wf)
+                    .expect("submit")
+                    .wait()
+                    .expect("run");
+                let task = wf.task_id("snapshot").expect("task id").to_owned();
+                let mut dag = Dag::new();
+                let (eng, src) = (engine.clone(), wid.clone());
+                let batch = dag.task("batch", TaskOptions::skip(), move |_| {
+                    let e: Edges = eng
+                        .task_output(&src, &task)
+                        .map_err(|e| exoflow_engine::Failure::fatal(e.to_string()))?
+                        .ok_or_else(|| exoflow_engine::Failure::fatal("no snapshot"))?;
+                    Ok(count(&e))
+                });
+                let wf = dag.finish(batch).expect("dag");
+                let wid = WorkflowId::new(format!("read-{n}")).expect("id");
+                *engine.run_workflow(&wid, &wf).expect("run")
+            })
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(benches, fig8c, fig8a, fig8b);
 criterion_main!(benches);

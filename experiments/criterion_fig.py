@@ -1,8 +1,8 @@
-"""Fig 8a and Fig 8c from the criterion benches of `cargo bench --bench engine`:
+"""Fig 8a, 8b and 8c from the criterion benches of `cargo bench --bench engine`:
 reads target/criterion/<fig>/*/new/{benchmark,estimates}.json (medians),
 writes the CSV and renders the PNG.
 
-usage: criterion_fig.py fig8a|fig8c CRITERION_DIR OUT.csv OUT.png
+usage: criterion_fig.py fig8a|fig8b|fig8c CRITERION_DIR OUT.csv OUT.png
 """
 import csv
 import glob
@@ -60,6 +60,23 @@ def fig8c(rows, out_csv, out_png):
     fig.savefig(out_png, dpi=120)
 
 
+def fig8b(rows, out_csv, out_png):
+    table = sorted((meta["function_id"], meta["throughput"]["Elements"], secs * 1000) for meta, secs in rows)
+    with open(out_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["handoff", "edges", "median_ms"])
+        for r in table:
+            w.writerow([r[0], r[1], f"{r[2]:.3f}"])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bars = ax.barh([r[0] for r in table], [r[2] for r in table], color=["0.6", "tab:blue", "tab:orange"][: len(table)])
+    ax.bar_label(bars, fmt="%.1f ms", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"time to hand {table[0][1]:,} edges to a batch stage (ms)")
+    ax.set_title("Fig 8b: sharing a graph snapshot between stages\n(Ray Workflows: not measured)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+
+
 def fig8a(rows, out_csv, out_png):
     table = []
     for meta, secs in rows:
@@ -92,7 +109,7 @@ def main():
     rows = load(crit, which)
     if not rows:
         sys.exit(f"no criterion results for {which} under {crit}: run `cargo bench --bench engine -- {which}`")
-    {"fig8a": fig8a, "fig8c": fig8c}[which](rows, out_csv, out_png)
+    {"fig8a": fig8a, "fig8b": fig8b, "fig8c": fig8c}[which](rows, out_csv, out_png)
     print(f"{which}: {len(rows)} measurements")
 
 
