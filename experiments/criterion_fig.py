@@ -29,6 +29,13 @@ def load(crit, fig):
     return out
 
 
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
 def fig8c(rows, out_csv, out_png):
     table = []
     for meta, secs in rows:
@@ -36,11 +43,8 @@ def fig8c(rows, out_csv, out_png):
         n = meta["throughput"]["Elements"]
         table.append((workload, mode, n, secs, n / secs))
     table.sort()
-    with open(out_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["workload", "mode", "tasks_per_iteration", "median_s", "tasks_per_s"])
-        for r in table:
-            w.writerow([r[0], r[1], r[2], f"{r[3]:.6f}", f"{r[4]:.1f}"])
+    write_csv(out_csv, ["workload", "mode", "tasks_per_iteration", "median_s", "tasks_per_s"],
+              [[r[0], r[1], r[2], f"{r[3]:.6f}", f"{r[4]:.1f}"] for r in table])
     workloads = sorted({r[0] for r in table})
     modes = ["Skip", "Async", "Sync"]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -62,11 +66,7 @@ def fig8c(rows, out_csv, out_png):
 
 def fig8b(rows, out_csv, out_png):
     table = sorted((meta["function_id"], meta["throughput"]["Elements"], secs * 1000) for meta, secs in rows)
-    with open(out_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["handoff", "edges", "median_ms"])
-        for r in table:
-            w.writerow([r[0], r[1], f"{r[2]:.3f}"])
+    write_csv(out_csv, ["handoff", "edges", "median_ms"], [[r[0], r[1], f"{r[2]:.3f}"] for r in table])
     fig, ax = plt.subplots(figsize=(7, 3.5))
     bars = ax.barh([r[0] for r in table], [r[2] for r in table], color=["0.6", "tab:blue", "tab:orange"][: len(table)])
     ax.bar_label(bars, fmt="%.1f ms", fontsize=8)
@@ -84,11 +84,7 @@ def fig8a(rows, out_csv, out_png):
         size = SIZES.get(meta["value_str"], 0)
         table.append((series, size, secs * 1000))
     table.sort()
-    with open(out_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["series", "bytes", "median_ms"])
-        for r in table:
-            w.writerow([r[0], r[1], f"{r[2]:.4f}"])
+    write_csv(out_csv, ["series", "bytes", "median_ms"], [[r[0], r[1], f"{r[2]:.4f}"] for r in table])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for series in sorted({r[0] for r in table}):
         pts = [(r[1], r[2]) for r in table if r[0] == series]
