@@ -407,17 +407,22 @@ fn snapshot_due(cfg: &JobConfig, e: u64) -> bool {
         && e.is_multiple_of(cfg.snapshot_every)
 }
 
-/// The newest valid snapshot at or below `at_most`: its epoch and edges.
-fn load_snapshot(store: &dyn Store, keys: &Keys, at_most: u64) -> Result<Option<Snapshot>> {
+/// The epochs that have a snapshot MANIFEST, ascending.
+fn snapshot_epochs(store: &dyn Store, keys: &Keys) -> Result<Vec<u64>> {
     let listed = store.list(&keys.snapshots()).context("listing snapshots")?;
     let mut epochs: Vec<u64> = listed
         .iter()
         .filter_map(|k| k.strip_suffix("/MANIFEST"))
         .filter_map(|k| k.rsplit('/').next()?.parse().ok())
-        .filter(|&e| e <= at_most)
         .collect();
     epochs.sort_unstable();
-    for &e in epochs.iter().rev() {
+    Ok(epochs)
+}
+
+/// The newest valid snapshot at or below `at_most`: its epoch and edges.
+fn load_snapshot(store: &dyn Store, keys: &Keys, at_most: u64) -> Result<Option<Snapshot>> {
+    let epochs = snapshot_epochs(store, keys)?;
+    for &e in epochs.iter().rev().filter(|&&e| e <= at_most) {
         let mkey = keys.manifest(e);
         let Some(mbytes) = store.get(&mkey)? else {
             continue;
@@ -719,13 +724,7 @@ fn write_snapshot(store: &dyn Store, keys: &Keys, e: u64, edges: &[(u64, u64)]) 
 /// outputs stay. A snapshot's MANIFEST goes before its data, so a crash in
 /// between leaves no snapshot that looks valid.
 fn prune(store: &dyn Store, keys: &Keys, keep_from: u64, pruned_to: &mut u64) -> Result<()> {
-    let listed = store.list(&keys.snapshots()).context("listing snapshots")?;
-    let mut valid: Vec<u64> = listed
-        .iter()
-        .filter_map(|k| k.strip_suffix("/MANIFEST"))
-        .filter_map(|k| k.rsplit('/').next()?.parse().ok())
-        .collect();
-    valid.sort_unstable();
+    let valid = snapshot_epochs(store, keys)?;
     let Some(&base) = valid.iter().rev().find(|&&e| e <= keep_from) else {
         return Ok(());
     };
@@ -851,9 +850,10 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
             )?;
         }
         let batch_missing = batch::due(cfg, e) && store.get(&keys.batch(e))?.is_none();
-        if snapshot_due(cfg, e) || batch_missing {
+        let snapshot = snapshot_due(cfg, e);
+        if snapshot || batch_missing {
             let graph = Arc::new(state.online.edges());
-            if snapshot_due(cfg, e) {
+            if snapshot {
                 write_snapshot(store.as_ref(), &keys, e, &graph)?;
             }
             if batch_missing {
@@ -1037,12 +1037,12 @@ fn stream_loop(
         let bad: Vec<BadRecord> = slices.into_iter().flat_map(|s| s.bad).collect();
         let (output, changes) = state.apply(e, &edges, cfg.emit_changes)?;
         metrics.online_done_at = now_ms();
-        let graph =
-            (snapshot_due(cfg, e) || batch::due(cfg, e)).then(|| Arc::new(state.online.edges()));
-        if let (true, Some(g)) = (batch::due(cfg, e), &graph) {
+        let (snapshot_now, batch_now) = (snapshot_due(cfg, e), batch::due(cfg, e));
+        let graph = (snapshot_now || batch_now).then(|| Arc::new(state.online.edges()));
+        if let (true, Some(g)) = (batch_now, &graph) {
             batcher.launch(e, g.clone(), state.online.table())?;
         }
-        let snapshot = graph.filter(|_| snapshot_due(cfg, e));
+        let snapshot = graph.filter(|_| snapshot_now);
         tx.send(Job::Commit(Box::new(CommitJob {
             commit,
             output,

@@ -197,6 +197,22 @@ fn uninterrupted(
 
 const GEN: &str = "gen:rmat?scale=12&edge-factor=16&seed=7";
 
+/// `exoflow gen` with `args` into `dir/edges.txt`.
+fn gen_file(dir: &Path, args: &[&str]) -> PathBuf {
+    let file = dir.join("edges.txt");
+    check_ok(
+        exoflow()
+            .arg("gen")
+            .args(args)
+            .arg("--out")
+            .arg(&file)
+            .output()
+            .expect("gen"),
+        "gen",
+    );
+    file
+}
+
 /// `exoflow batch` on a file of these lines: the CSV it writes.
 fn batch_of_lines<S: AsRef<str>>(dir: &Path, name: &str, lines: &[S]) -> Vec<u8> {
     let part = dir.join(format!("{name}.txt"));
@@ -332,15 +348,7 @@ fn random_kills_generator_none() {
 #[test]
 fn random_kills_file_source() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("edges.txt");
-    check_ok(
-        exoflow()
-            .args(["gen", "--scale", "12", "--seed", "7", "--out"])
-            .arg(&file)
-            .output()
-            .expect("gen"),
-        "gen",
-    );
+    let file = gen_file(dir.path(), &["--scale", "12", "--seed", "7"]);
     let source = format!("file:{}", file.display());
     for (i, (s3, checkpoint)) in [
         (false, "sync"),
@@ -359,15 +367,7 @@ fn random_kills_file_source() {
 fn random_kills_kafka_source() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = exoflow_testkit::Tansu::start(dir.path());
-    let file = dir.path().join("edges.txt");
-    check_ok(
-        exoflow()
-            .args(["gen", "--scale", "12", "--seed", "7", "--out"])
-            .arg(&file)
-            .output()
-            .expect("gen"),
-        "gen",
-    );
+    let file = gen_file(dir.path(), &["--scale", "12", "--seed", "7"]);
     check_ok(
         exoflow()
             .args(["produce", "--edges"])
@@ -607,23 +607,9 @@ fn sigint_stops_then_resume_finishes_identically() {
 #[test]
 fn time_cut_epochs_survive_kills_and_equal_a_replay_of_the_cuts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("edges.txt");
-    check_ok(
-        exoflow()
-            .args([
-                "gen",
-                "--scale",
-                "11",
-                "--edge-factor",
-                "16",
-                "--seed",
-                "5",
-                "--out",
-            ])
-            .arg(&file)
-            .output()
-            .expect("gen"),
-        "gen",
+    let file = gen_file(
+        dir.path(),
+        &["--scale", "11", "--edge-factor", "16", "--seed", "5"],
     );
     let lines: Vec<String> = std::fs::read_to_string(&file)
         .expect("read")

@@ -65,11 +65,20 @@ pub trait Online {
     fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, Overflow>;
     /// The influence of a node, `None` if it has no follower.
     fn value(&self, node: u64) -> Option<u64>;
+    /// The rows of the table (nodes with a follower and their influence),
+    /// in no particular order.
+    fn rows(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_>;
     /// The whole table, ascending by node.
-    fn table(&self) -> Table;
+    fn table(&self) -> Table {
+        let mut t: Table = self.rows().collect();
+        t.sort_unstable();
+        t
+    }
     /// The `k` most influential nodes, by influence descending then node
     /// ascending.
-    fn top(&self, k: usize) -> Table;
+    fn top(&self, k: usize) -> Table {
+        top_k(self.rows(), k)
+    }
     /// The digest of the table (see [`crate::digest`]), kept up to date from
     /// the changes.
     fn digest(&self) -> u64;
@@ -455,21 +464,11 @@ impl Online for Layered {
         (self.followers[i as usize] > 0).then(|| self.final_value(i as usize))
     }
 
-    fn table(&self) -> Table {
-        let mut t: Table = (0..self.ids.len())
-            .filter(|&v| self.followers[v] > 0)
-            .map(|v| (self.ids[v], self.final_value(v)))
-            .collect();
-        t.sort_unstable();
-        t
-    }
-
-    fn top(&self, k: usize) -> Table {
-        top_k(
+    fn rows(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
+        Box::new(
             (0..self.ids.len())
                 .filter(|&v| self.followers[v] > 0)
                 .map(|v| (self.ids[v], self.final_value(v))),
-            k,
         )
     }
 

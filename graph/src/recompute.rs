@@ -26,9 +26,9 @@
 //! assert_eq!(u.changes.len(), 2);
 //! ```
 
-use crate::online::{record_change, sorted_pairs, top_k, Online, Update};
+use crate::online::{record_change, sorted_pairs, Online, Update};
 use crate::table::row_hash;
-use crate::{term, EdgeOp, IdMap, Overflow, Table};
+use crate::{term, EdgeOp, IdMap, Overflow};
 
 /// The recomputing implementation.
 #[derive(Debug, Clone, Default)]
@@ -391,21 +391,11 @@ impl Online for Recompute {
         (!self.followers[i as usize].is_empty()).then(|| self.x[i as usize])
     }
 
-    fn table(&self) -> Table {
-        let mut t: Table = (0..self.ids.len())
-            .filter(|&v| !self.followers[v].is_empty())
-            .map(|v| (self.ids[v], self.x[v]))
-            .collect();
-        t.sort_unstable();
-        t
-    }
-
-    fn top(&self, k: usize) -> Table {
-        top_k(
+    fn rows(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
+        Box::new(
             (0..self.ids.len())
                 .filter(|&v| !self.followers[v].is_empty())
                 .map(|v| (self.ids[v], self.x[v])),
-            k,
         )
     }
 

@@ -144,14 +144,16 @@ impl Cutter {
         let share = n.div_ceil(parts).max(1);
         let mut slices = self.empty_slices();
         if self.pacer.is_none() && parts > 1 {
-            let results: Vec<Result<(), SourceError>> = std::thread::scope(|scope| {
+            let results: Vec<Result<bool, SourceError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = self
                     .readers
                     .iter_mut()
                     .zip(self.ended.iter_mut())
                     .zip(slices.iter_mut())
                     .map(|((reader, ended), slice)| {
-                        scope.spawn(move || read_share(reader.as_mut(), ended, slice, share, stop))
+                        scope.spawn(move || {
+                            read_share(reader.as_mut(), ended, slice, share, stop, &mut || {})
+                        })
                     })
                     .collect();
                 handles
@@ -168,25 +170,21 @@ impl Cutter {
             }
             return Ok(slices);
         }
-        for (p, slice) in slices.iter_mut().enumerate() {
-            let mut taken = 0u64;
-            while taken < share && !self.ended[p] {
-                match self.read_one(p, slice)? {
-                    Some(true) => {
-                        taken += 1;
-                        if let Some(pacer) = &mut self.pacer {
-                            pacer.tick(1);
-                        }
-                    }
-                    Some(false) => {}
-                    None if self.ended[p] => {}
-                    None => {
-                        if stop() {
-                            return Ok(slices);
-                        }
-                        std::thread::sleep(IDLE_WAIT);
-                    }
-                }
+        // Paced (or one partition): in turn, on this thread.
+        let pacer = &mut self.pacer;
+        let mut tick = || {
+            if let Some(pacer) = pacer.as_mut() {
+                pacer.tick(1);
+            }
+        };
+        for ((reader, ended), slice) in self
+            .readers
+            .iter_mut()
+            .zip(self.ended.iter_mut())
+            .zip(slices.iter_mut())
+        {
+            if read_share(reader.as_mut(), ended, slice, share, stop, &mut tick)? {
+                break;
             }
         }
         Ok(slices)
@@ -275,30 +273,35 @@ fn read_one(
     }
 }
 
-/// Reads `share` valid records of one partition (unpaced), or fewer when
-/// it ends or a stop comes while it is idle.
+/// Reads `share` valid records of one partition, calling `tick` after each
+/// (pacing), or fewer when it ends or a stop comes while it is idle.
+/// Returns whether it stopped on request.
 fn read_share(
     reader: &mut dyn PartitionReader,
     ended: &mut bool,
     slice: &mut Slice,
     share: u64,
     stop: &Stop<'_>,
-) -> Result<(), SourceError> {
+    tick: &mut dyn FnMut(),
+) -> Result<bool, SourceError> {
     let mut taken = 0u64;
     while taken < share && !*ended {
         match read_one(reader, ended, slice)? {
-            Some(true) => taken += 1,
+            Some(true) => {
+                taken += 1;
+                tick();
+            }
             Some(false) => {}
             None if *ended => {}
             None => {
                 if stop() {
-                    return Ok(());
+                    return Ok(true);
                 }
                 std::thread::sleep(IDLE_WAIT);
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Reads partition `partition` from `start` up to `end` again: the records

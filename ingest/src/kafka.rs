@@ -511,13 +511,20 @@ struct Deliveries {
 
 struct DeliveryContext(Mutex<Deliveries>);
 
+impl DeliveryContext {
+    /// The delivery counts (a poisoned lock still holds valid counts).
+    fn state(&self) -> std::sync::MutexGuard<'_, Deliveries> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
-        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = self.state();
         match r {
             Ok(_) => d.acked += 1,
             Err((e, m)) => {
@@ -601,17 +608,11 @@ pub fn produce(
             }
         }
         producer.poll(Duration::ZERO);
-        if let Some(f) = &producer
-            .context()
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .failed
-        {
+        if let Some(f) = &producer.context().state().failed {
             return Err(SourceError::Invalid(format!("{}: {f}", spec.topic)));
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
-            stats.acked = acked(&producer);
+            stats.acked = producer.context().state().acked;
             progress(&stats);
             last_report = Instant::now();
         }
@@ -622,11 +623,7 @@ pub fn produce(
     producer
         .flush(Duration::from_secs(120))
         .map_err(|e| spec.error("flushing the last messages", e))?;
-    let d = producer
-        .context()
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let d = producer.context().state();
     if let Some(f) = &d.failed {
         return Err(SourceError::Invalid(format!("{}: {f}", spec.topic)));
     }
@@ -639,14 +636,6 @@ pub fn produce(
     }
     progress(&stats);
     Ok(stats)
-}
-
-fn acked(p: &BaseProducer<DeliveryContext>) -> u64 {
-    p.context()
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .acked
 }
 
 fn send(
