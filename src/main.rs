@@ -89,8 +89,10 @@ struct RunArgs {
     #[arg(long, default_value_t = default_workers())]
     workers: usize,
     /// The online TunkRank: recompute (maintain the graph, rerun the exact
-    /// from-zero iteration on --workers threads) or layered (push deltas
-    /// through stored rounds; one thread). Both give the same bits.
+    /// from-zero iteration on --workers threads), layered (push deltas
+    /// through stored rounds; one thread) or differential (the iteration as
+    /// a differential dataflow on --workers timely threads; slower, more
+    /// memory). All give the same bits.
     #[arg(long, value_enum, default_value = "recompute")]
     online: pipeline::OnlineImpl,
     /// After each snapshot, delete the epoch logs and snapshots that

@@ -35,6 +35,7 @@ use exoflow_engine::codec::{self, Kind};
 use exoflow_engine::failpoint;
 use exoflow_engine::store::{put_once, PutOnce, Store};
 use exoflow_engine::{Dag, DagError, Failure, TaskContext, TaskOptions, Workflow};
+use exoflow_graph::differential::Differential;
 use exoflow_graph::online::{Layered, Online};
 use exoflow_graph::recompute::Recompute;
 use exoflow_graph::{format_fixed, EdgeOp};
@@ -73,6 +74,10 @@ pub enum OnlineImpl {
     /// Push deltas through every stored round: cheap for epochs that touch
     /// little of the graph, single-threaded.
     Layered,
+    /// The from-zero iteration as a differential dataflow collection on
+    /// `--workers` timely threads: exact by construction, slower and about
+    /// ten times the memory.
+    Differential,
 }
 
 /// A streaming job, as recorded when it is created.
@@ -452,6 +457,7 @@ impl State {
         let online: Box<dyn Online + Send> = match cfg.online {
             OnlineImpl::Recompute => Box::new(Recompute::from_pairs(edges, cfg.workers)?),
             OnlineImpl::Layered => Box::new(Layered::from_pairs(edges)?),
+            OnlineImpl::Differential => Box::new(Differential::from_pairs(edges, cfg.workers)?),
         };
         let nodes = online.table().len() as u64;
         Ok(Self { online, nodes })

@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod differential;
 pub mod online;
 pub mod recompute;
 pub mod reference;

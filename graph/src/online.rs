@@ -57,12 +57,23 @@ pub struct Update {
     pub rounds: usize,
 }
 
+/// Why an epoch could not be applied. After either, the state is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OnlineError {
+    /// A value overflowed 64-bit fixed point.
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
+    /// The computation's workers stopped (a panic or a closed channel).
+    #[error("the online computation stopped: {0}")]
+    Stopped(String),
+}
+
 /// An incremental TunkRank computation.
 pub trait Online {
     /// Applies one epoch of edge operations, in order (the last operation on a
     /// pair wins; self-loops are dropped), and returns what changed. After an
-    /// overflow error the state is unusable.
-    fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, Overflow>;
+    /// error the state is unusable.
+    fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, OnlineError>;
     /// The influence of a node, `None` if it has no follower.
     fn value(&self, node: u64) -> Option<u64>;
     /// The rows of the table (nodes with a follower and their influence),
@@ -249,7 +260,7 @@ impl Layered {
 }
 
 impl Online for Layered {
-    fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, Overflow> {
+    fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, OnlineError> {
         if self.edge_count == 0 && ops.iter().all(|op| op.insert) {
             // Bulk load of a first epoch of inserts.
             let pairs = crate::reference::apply_ops(ops);
@@ -567,7 +578,7 @@ pub fn top_k(rows: impl Iterator<Item = (u64, u64)>, k: usize) -> Table {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::reference::{tunkrank, Graph};
     use crate::{digest, ONE};
@@ -598,12 +609,27 @@ mod tests {
         check_impl(crate::recompute::Recompute::new(2).relabel_often(), epochs);
     }
 
-    fn check_impl<O: Online>(mut online: O, epochs: &[Vec<EdgeOp>]) {
+    pub(crate) fn check_impl<O: Online>(mut online: O, epochs: &[Vec<EdgeOp>]) {
         let mut all: Vec<EdgeOp> = Vec::new();
         let mut before: Table = Vec::new();
+        // The edge set, to count effective inserts and removals in order.
+        let mut set = std::collections::HashSet::new();
         for (e, ops) in epochs.iter().enumerate() {
             all.extend_from_slice(ops);
             let update = online.apply(ops).expect("no overflow");
+            let (mut inserted, mut removed) = (0, 0);
+            for op in ops.iter().filter(|op| op.src != op.dst) {
+                if op.insert && set.insert((op.src, op.dst)) {
+                    inserted += 1;
+                } else if !op.insert && set.remove(&(op.src, op.dst)) {
+                    removed += 1;
+                }
+            }
+            assert_eq!(
+                (update.inserted, update.removed),
+                (inserted, removed),
+                "counts of epoch {e}"
+            );
             let expected = tunkrank(&Graph::from_ops(&all)).expect("no overflow");
             assert_eq!(online.table(), expected, "table after epoch {e}");
             assert_eq!(
@@ -696,7 +722,7 @@ mod tests {
     fn a_cycle_closed_late_needs_more_rounds() {
         // A chain grows into a cycle: the iteration gets longer than any
         // stored before, and the extension rounds must reach the fixpoint.
-        check_epochs(&[
+        let epochs = [
             vec![EdgeOp::insert(0, 1), EdgeOp::insert(1, 2)],
             vec![EdgeOp::insert(2, 3), EdgeOp::insert(3, 4)],
             vec![EdgeOp::insert(4, 0)],
@@ -706,7 +732,12 @@ mod tests {
                 EdgeOp::insert(0, 4),
                 EdgeOp::insert(4, 0),
             ],
-        ]);
+        ];
+        check_epochs(&epochs);
+        for workers in [1, 2] {
+            let online = crate::differential::Differential::new(workers).expect("workers");
+            check_impl(online, &epochs);
+        }
     }
 
     #[test]
@@ -719,7 +750,7 @@ mod tests {
         assert_eq!(top_k(rows.into_iter(), 0), vec![]);
     }
 
-    fn epochs_strategy(nodes: u64) -> impl Strategy<Value = Vec<Vec<EdgeOp>>> {
+    pub(crate) fn epochs_strategy(nodes: u64) -> impl Strategy<Value = Vec<Vec<EdgeOp>>> {
         proptest::collection::vec(
             proptest::collection::vec((0..nodes, 0..nodes, proptest::bool::weighted(0.8)), 0..40),
             1..8,

@@ -26,7 +26,7 @@
 //! assert_eq!(u.changes.len(), 2);
 //! ```
 
-use crate::online::{record_change, sorted_pairs, Online, Update};
+use crate::online::{record_change, sorted_pairs, Online, OnlineError, Update};
 use crate::table::row_hash;
 use crate::{term, EdgeOp, IdMap, Overflow};
 
@@ -325,7 +325,7 @@ where
 }
 
 impl Online for Recompute {
-    fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, Overflow> {
+    fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, OnlineError> {
         // The table before: who was in it, with which value.
         let before_n = self.ids.len();
         let was_in: Vec<bool> = self.followers.iter().map(|f| !f.is_empty()).collect();
