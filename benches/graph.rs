@@ -1,7 +1,11 @@
 //! TunkRank COST: the batch computation on timely with 1 and 2 workers
 //! against the single-threaded reference, on an R-MAT graph (scale 20 by
 //! default: about 1M node ids and 16M edges; `EXOFLOW_BENCH_SCALE` changes
-//! it). The graph is generated in memory before measuring.
+//! it). The graph is generated in memory before measuring. Then the online
+//! update of one epoch (45K, 100K, 1M, 4M new edges) on the same graph, by
+//! the recompute, layered and differential-dataflow implementations
+//! (layered beyond 45K with `EXOFLOW_BENCH_LAYERED=1`, differential with
+//! `EXOFLOW_BENCH_DIFFERENTIAL=1`: about 15 minutes and 4 GB).
 //!
 //! Run: `cargo bench --bench graph`.
 
@@ -139,6 +143,70 @@ fn online(c: &mut Criterion) {
                 )
             });
         }
+    }
+    group.finish();
+    drop((state, re));
+    // About 15 minutes and 4 GB at scale 20: asked for by name.
+    if std::env::var_os("EXOFLOW_BENCH_DIFFERENTIAL").is_some() {
+        differential(c, &base, &pairs, &stream);
+    }
+}
+
+/// Resident memory of this process, in bytes (Linux), 0 if unknown.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// The differential-dataflow implementation on 2 workers, on the same base
+/// graph and epochs. Its state cannot be cloned: each measured epoch is
+/// undone (the same edges removed) outside the timing, so that every sample
+/// starts from the base graph.
+fn differential(c: &mut Criterion, base: &Rmat, pairs: &[(u64, u64)], stream: &Rmat) {
+    use exoflow_graph::differential::Differential;
+    let before = resident_bytes();
+    let t = std::time::Instant::now();
+    let mut dd = Differential::from_pairs(pairs, 2).expect("load");
+    let grown = resident_bytes().saturating_sub(before);
+    eprintln!(
+        "online base (differential, 2 workers): loaded in {:.2?}, process resident memory grew by {} bytes ({:.1} per edge)",
+        t.elapsed(),
+        grown,
+        grown as f64 / pairs.len() as f64
+    );
+    let mut group = c.benchmark_group(format!("online-scale{}", base.scale));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_millis(1))
+        .sampling_mode(criterion::SamplingMode::Flat);
+    for size in [45_000u64, 100_000, 1_000_000, 4_000_000] {
+        let epoch: Vec<EdgeOp> = (0..size)
+            .filter_map(|i| stream.edge(i))
+            .map(|(a, b)| EdgeOp::insert(a, b))
+            .collect();
+        // Only the edges the epoch adds are removed again.
+        let present: std::collections::HashSet<(u64, u64)> = pairs.iter().copied().collect();
+        let undo: Vec<EdgeOp> = epoch
+            .iter()
+            .filter(|op| op.src != op.dst && !present.contains(&(op.src, op.dst)))
+            .map(|op| EdgeOp::remove(op.src, op.dst))
+            .collect();
+        drop(present);
+        group.bench_function(format!("differential-2w/epoch-{size}"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = std::time::Instant::now();
+                    dd.apply(&epoch).expect("apply");
+                    spent += t.elapsed();
+                    dd.apply(&undo).expect("undo");
+                }
+                spent
+            })
+        });
     }
     group.finish();
 }

@@ -517,6 +517,9 @@ fn status(args: &StoreArgs, id: Option<&str>, json: bool) -> Result<()> {
             "\nstreaming job: {} (checkpoint {:?}), last committed epoch {}",
             st.source, st.checkpoint, st.last_committed
         );
+        if let Some(lag) = &st.lag {
+            println!("  lag      {lag} in the source when the last epoch was cut");
+        }
         for key in ["edges", "changed", "nodes", "digest"] {
             if let Some(v) = out.get(key) {
                 println!(

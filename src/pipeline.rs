@@ -502,8 +502,10 @@ impl State {
         let mut bytes = serde_json::to_vec_pretty(&out)?;
         bytes.push(b'\n');
         let changes = with_changes.then(|| {
+            let mut sorted = update.changes;
+            sorted.sort_unstable();
             let mut s = String::from("node,old,new\n");
-            for c in &update.changes {
+            for c in &sorted {
                 let f = |x: Option<u64>| x.map(format_fixed).unwrap_or_default();
                 let _ = writeln!(s, "{},{},{}", c.node, f(c.old), f(c.new));
             }
@@ -533,6 +535,10 @@ struct EpochMetrics {
     log_durable_at: u64,
     online_done_at: u64,
     output_committed_at: u64,
+    /// What waited in the source when the epoch was cut, if it can tell.
+    lag: Option<u64>,
+    /// The unit of `lag` (bytes, messages, draws).
+    lag_unit: &'static str,
 }
 
 /// What the committer thread is asked to do, in epoch order.
@@ -673,8 +679,11 @@ fn commit_epoch(
     }
     let m = &job.metrics;
     if !quiet {
+        let lag = m
+            .lag
+            .map_or(String::new(), |l| format!(", lag {l} {}", m.lag_unit));
         eprintln!(
-            "epoch {:>5}: {:>9} edges, latency {:>5} ms (log {} ms, online {} ms), committed",
+            "epoch {:>5}: {:>9} edges, latency {:>5} ms (log {} ms, online {} ms), committed{lag}",
             e,
             m.edges,
             m.output_committed_at.saturating_sub(m.closed_at),
@@ -684,19 +693,21 @@ fn commit_epoch(
     }
     rows.push(job.metrics);
     let mut csv = String::from(
-        "epoch,edges,closed_at,log_durable_at,online_done_at,output_committed_at,latency_ms\n",
+        "epoch,edges,closed_at,log_durable_at,online_done_at,output_committed_at,latency_ms,lag,lag_unit\n",
     );
     for r in rows.iter() {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             r.epoch,
             r.edges,
             r.closed_at,
             r.log_durable_at,
             r.online_done_at,
             r.output_committed_at,
-            r.output_committed_at.saturating_sub(r.closed_at)
+            r.output_committed_at.saturating_sub(r.closed_at),
+            r.lag.map_or(String::new(), |l| l.to_string()),
+            if r.lag.is_some() { r.lag_unit } else { "" },
         );
     }
     store
@@ -959,6 +970,7 @@ fn stream_loop(
             (n, None) => cutter.by_count(n.unwrap_or(100_000), stop)?,
         };
         let closed_at = now_ms();
+        let lag = cutter.backlog();
         let edges_n: usize = slices.iter().map(|s| s.edges.len()).sum();
         let bad_n: usize = slices.iter().map(|s| s.bad.len()).sum();
         if edges_n == 0 && bad_n == 0 && slices.iter().all(|s| s.start == s.end) {
@@ -1026,6 +1038,8 @@ fn stream_loop(
             epoch: e,
             edges: edges_n as u64,
             closed_at,
+            lag,
+            lag_unit: source.backlog_unit(),
             ..Default::default()
         };
         let mut durable = Some(drx);
@@ -1198,6 +1212,9 @@ pub struct StreamStatus {
     /// The batch recomputations written so far: epoch, differing nodes,
     /// mean and max |batch - online|.
     pub batches: Vec<serde_json::Value>,
+    /// What waited in the source when the last epoch of the latest run was
+    /// cut, with its unit ("1234 messages"), if known.
+    pub lag: Option<String>,
 }
 
 /// A summary of a streaming job for `status`, `None` when the workflow is
@@ -1236,5 +1253,40 @@ pub fn describe(store: &dyn Store, wid: &str) -> Result<Option<StreamStatus>> {
         last_committed: c,
         last_output,
         batches,
+        lag: last_lag(store, wid)?,
     }))
+}
+
+/// The lag column of the last row of the newest generation's epochs.csv.
+fn last_lag(store: &dyn Store, wid: &str) -> Result<Option<String>> {
+    let newest = store
+        .list(&format!("metrics/{wid}/"))?
+        .into_iter()
+        .filter(|k| k.ends_with("/epochs.csv"))
+        .filter_map(|k| {
+            let generation: u64 = k.split('/').nth(2)?.parse().ok()?;
+            Some((generation, k))
+        })
+        .max();
+    let Some((_, key)) = newest else {
+        return Ok(None);
+    };
+    let Some(bytes) = store.get(&key)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(lag), Some(unit)) = (col("lag"), col("lag_unit")) else {
+        return Ok(None);
+    };
+    let Some(last) = lines.filter(|l| !l.is_empty()).last() else {
+        return Ok(None);
+    };
+    let fields: Vec<&str> = last.split(',').collect();
+    Ok(match (fields.get(lag), fields.get(unit)) {
+        (Some(l), Some(u)) if !l.is_empty() => Some(format!("{l} {u}")),
+        _ => None,
+    })
 }

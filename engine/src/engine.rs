@@ -35,6 +35,11 @@ pub struct EngineOptions {
     pub retry: RetryPolicy,
     /// Most commits written in one group.
     pub commit_batch: usize,
+    /// Group commits in flight at once, each taking the next group from the
+    /// same queue: while one waits for its flush, the next one writes.
+    /// Ordering between commits never depends on this: a commit is sent
+    /// only after those it depends on are durable.
+    pub committers: usize,
 }
 
 impl Default for EngineOptions {
@@ -47,6 +52,7 @@ impl Default for EngineOptions {
             lease: Duration::from_secs(15),
             retry: RetryPolicy::default(),
             commit_batch: 1024,
+            committers: 2,
         }
     }
 }
@@ -123,7 +129,12 @@ impl Inner {
         bytes: Vec<u8>,
         done: Box<dyn FnOnce(Result<PutOutcome, crate::store::StoreError>) + Send>,
     ) {
-        if let Err(e) = self.commits.send(Commit::Record { key, bytes, done }) {
+        if let Err(e) = self.commits.send(Commit::Record {
+            key,
+            bytes,
+            done,
+            companion: None,
+        }) {
             if let Commit::Record { done, key, .. } = e.0 {
                 done(Err(crate::store::StoreError::Permanent {
                     op: "commit",
@@ -356,11 +367,16 @@ pub(crate) fn write_final_status(
     }
 }
 
+/// What a record's writer is told.
+type RecordDone = Box<dyn FnOnce(Result<PutOutcome, crate::store::StoreError>) + Send>;
+
 fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
     const BATCH_BYTES: usize = 64 << 20;
     let size = |c: &Commit| match c {
         Commit::Output(r) => r.bytes.len(),
-        Commit::Record { bytes, .. } => bytes.len(),
+        Commit::Record {
+            bytes, companion, ..
+        } => bytes.len() + companion.as_ref().map_or(0, |c| c.1.len()),
     };
     while let Ok(first) = rx.recv() {
         let mut bytes = size(&first);
@@ -379,7 +395,23 @@ fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
         for c in batch {
             match c {
                 Commit::Output(r) => outputs.push(r),
-                Commit::Record { key, bytes, done } => records.push((key, bytes, done)),
+                Commit::Record {
+                    key,
+                    bytes,
+                    done,
+                    companion,
+                } => {
+                    if let Some((k, b)) = companion {
+                        let at = k.clone();
+                        let log: RecordDone = Box::new(move |r| {
+                            if let Err(e) = r {
+                                tracing::warn!(key = %at, error = %e, "record not written");
+                            }
+                        });
+                        records.push((k, b, log));
+                    }
+                    records.push((key, bytes, done))
+                }
             }
         }
         // A run whose lease lapsed (the process was paused, say) must learn
@@ -540,11 +572,12 @@ impl Engine {
         );
         let (ctx, crx) = crossbeam_channel::unbounded();
         let (jtx, jrx) = crossbeam_channel::unbounded();
-        {
+        for i in 0..opts.committers.max(1) {
             let store = store.clone();
+            let crx = crx.clone();
             let batch = opts.commit_batch.max(1);
             let _ = std::thread::Builder::new()
-                .name("exoflow-committer".into())
+                .name(format!("exoflow-committer-{i}"))
                 .spawn(move || committer(crx, store, batch));
         }
         {
@@ -759,6 +792,7 @@ impl Engine {
                 Ok(PutOutcome::Created) => {
                     let r2 = r.clone();
                     let record = Commit::Record {
+                        companion: None,
                         key: status_key,
                         bytes: status_bytes,
                         done: Box::new(move |res| match res {

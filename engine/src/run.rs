@@ -97,6 +97,10 @@ pub(crate) enum Commit {
         key: String,
         bytes: Vec<u8>,
         done: Box<dyn FnOnce(Result<crate::store::PutOutcome, crate::store::StoreError>) + Send>,
+        /// A best-effort record written in the same group (timing records
+        /// with the final status): durable when `done` is called; a
+        /// failure is logged.
+        companion: Option<(String, Vec<u8>)>,
     },
 }
 
@@ -638,6 +642,7 @@ impl Run {
     fn write_final(self: Arc<Self>, state: State, outcome: Result<Value, EngineError>) {
         let error = outcome.as_ref().err().map(|e| e.to_string());
         let records = self.timings.lock().clone();
+        let mut timing = None;
         if !records.is_empty() {
             let seq = self.timing_seq.fetch_add(1, Ordering::SeqCst);
             let key = format!(
@@ -645,18 +650,7 @@ impl Run {
                 self.wid, self.generation
             );
             match codec::encode(Kind::Timing, &records) {
-                Ok(bytes) => {
-                    let wid = self.wid.clone();
-                    let _ = self.inner.commits.send(Commit::Record {
-                        key,
-                        bytes,
-                        done: Box::new(move |r| {
-                            if let Err(e) = r {
-                                tracing::warn!(workflow = %wid, error = %e, "timing records not written");
-                            }
-                        }),
-                    });
-                }
+                Ok(bytes) => timing = Some((key, bytes)),
                 Err(e) => {
                     tracing::warn!(workflow = %self.wid, error = %e, "timing records not encoded")
                 }
@@ -674,6 +668,19 @@ impl Run {
             })
         };
         let Some(next) = next else {
+            if let Some((key, bytes)) = timing {
+                let wid = self.wid.clone();
+                let _ = self.inner.commits.send(Commit::Record {
+                    key,
+                    bytes,
+                    done: Box::new(move |r| {
+                        if let Err(e) = r {
+                            tracing::warn!(workflow = %wid, error = %e, "timing records not written");
+                        }
+                    }),
+                    companion: None,
+                });
+            }
             self.complete(outcome);
             return;
         };
@@ -691,6 +698,7 @@ impl Run {
         let sent = self.inner.commits.send(Commit::Record {
             key,
             bytes,
+            companion: timing,
             done: Box::new(move |r| match r {
                 Ok(crate::store::PutOutcome::Created) => {
                     if let Some(st) = run.status.lock().as_mut() {

@@ -30,6 +30,7 @@
 pub mod batch;
 pub mod differential;
 pub mod online;
+mod packed;
 pub mod recompute;
 pub mod reference;
 pub mod table;

@@ -9,7 +9,11 @@
 //! ([`crate::online::Layered`]) touches nearly every edge anyway, with
 //! random writes. Recomputing reads each in-list sequentially and the terms
 //! array at random, and splits the nodes over threads with no shared
-//! writes: its cost is rounds x edges, whatever the epoch's size. The
+//! writes: its cost is rounds x edges, whatever the epoch's size. Only
+//! the first rounds move most values: once the terms that changed reach a
+//! quarter of the edges or less, the iteration pushes their differences
+//! along the follow edges instead of re-summing every list (integers: the
+//! same sums exactly), and the last, confirming round costs nothing. The
 //! iteration starts from zero every time (never from the previous
 //! fixpoint), so the result is the least fixpoint, the batch result, bit
 //! for bit.
@@ -26,7 +30,8 @@
 //! assert_eq!(u.changes.len(), 2);
 //! ```
 
-use crate::online::{record_change, sorted_pairs, Online, OnlineError, Update};
+use crate::online::{record_change, sorted_pairs, Change, Online, OnlineError, Update};
+use crate::packed::Packed;
 use crate::table::row_hash;
 use crate::{term, EdgeOp, IdMap, Overflow};
 
@@ -39,8 +44,9 @@ pub struct Recompute {
     ids: Vec<u64>,
     /// `out[b]`: the nodes b follows.
     out: Vec<Vec<u32>>,
-    /// `followers[a]`: the nodes that follow a.
-    followers: Vec<Vec<u32>>,
+    /// `followers[a]`: the nodes that follow a, packed: the dense rounds
+    /// read them in order.
+    followers: Packed,
     /// Number of edges.
     edge_count: usize,
     /// The least fixpoint (0 for a node without followers).
@@ -55,6 +61,9 @@ pub struct Recompute {
     labeled: (usize, usize),
     /// Growth below which no relabeling is due (nodes, edges).
     slack: (usize, usize),
+    /// The iteration pushes differences once the changed terms reach at
+    /// most 1/`sparse_from` of the edges.
+    sparse_from: usize,
 }
 
 impl Recompute {
@@ -63,6 +72,7 @@ impl Recompute {
         Self {
             threads: threads.max(1),
             slack: (1024, 4096),
+            sparse_from: SPARSE_FROM,
             ..Self::default()
         }
     }
@@ -71,16 +81,21 @@ impl Recompute {
     /// follows a, no self-loops).
     pub fn from_pairs(pairs: &[(u64, u64)], threads: usize) -> Result<Self, Overflow> {
         let mut s = Self::new(threads);
+        let mut followers: Vec<Vec<u32>> = Vec::new();
         for &(a, b) in pairs {
             let (ai, bi) = (s.index(a), s.index(b));
+            followers.resize_with(s.ids.len(), Vec::new);
             s.out[bi as usize].push(ai);
-            s.followers[ai as usize].push(bi);
+            followers[ai as usize].push(bi);
         }
+        followers.resize_with(s.ids.len(), Vec::new);
+        s.followers = Packed::from_lists(&followers);
+        drop(followers);
         s.edge_count = pairs.len();
         s.relabel();
         s.iterate()?;
         s.digest = (0..s.ids.len())
-            .filter(|&v| !s.followers[v].is_empty())
+            .filter(|&v| s.followers.len(v) > 0)
             .fold(0u64, |d, v| d.wrapping_add(row_hash(s.ids[v], s.x[v])));
         Ok(s)
     }
@@ -89,6 +104,14 @@ impl Recompute {
     #[cfg(test)]
     pub(crate) fn relabel_often(mut self) -> Self {
         self.slack = (0, 0);
+        self
+    }
+
+    /// Pushes differences from the second round on (`true`) or never
+    /// (`false`): tests of both paths.
+    #[cfg(test)]
+    pub(crate) fn push_always(mut self, always: bool) -> Self {
+        self.sparse_from = if always { 1 } else { usize::MAX };
         self
     }
 
@@ -108,7 +131,7 @@ impl Recompute {
         if i == next {
             self.ids.push(id);
             self.out.push(Vec::new());
-            self.followers.push(Vec::new());
+            self.followers.push_node();
             self.x.push(0);
         }
         i
@@ -144,7 +167,9 @@ impl Recompute {
                 .collect();
         };
         remap(&mut self.out);
-        remap(&mut self.followers);
+        let mut followers = self.followers.to_lists();
+        remap(&mut followers);
+        self.followers = Packed::from_lists(&followers);
         self.ids = order.iter().map(|&v| self.ids[v as usize]).collect();
         self.x = order.iter().map(|&v| self.x[v as usize]).collect();
         for (i, &id) in self.ids.iter().enumerate() {
@@ -167,8 +192,8 @@ impl Recompute {
         let per = self.edge_count.div_ceil(parts).max(1);
         let mut ranges = Vec::with_capacity(parts);
         let (mut start, mut acc) = (0, 0);
-        for (v, f) in self.followers.iter().enumerate() {
-            acc += f.len() + 1;
+        for v in 0..n {
+            acc += self.followers.len(v) + 1;
             if acc >= per && ranges.len() + 1 < parts {
                 ranges.push(start..v + 1);
                 start = v + 1;
@@ -228,7 +253,8 @@ impl Recompute {
                 for (slot, a) in next.iter_mut().zip(range) {
                     let sum = if too_wide {
                         let (mut sum, mut overflow) = (0u64, false);
-                        for &b in &followers[a] {
+                        let (seg, side) = followers.list(a);
+                        for &b in seg.iter().chain(side) {
                             let (s, o) = sum.overflowing_add(wide[b as usize]);
                             sum = s;
                             overflow |= o;
@@ -238,10 +264,13 @@ impl Recompute {
                         }
                         sum
                     } else {
-                        followers[a]
+                        // Two plain loops: the side list is usually empty.
+                        let (seg, side) = followers.list(a);
+                        let sum: u64 = seg.iter().map(|&b| u64::from(narrow[b as usize])).sum();
+                        sum + side
                             .iter()
                             .map(|&b| u64::from(narrow[b as usize]))
-                            .sum()
+                            .sum::<u64>()
                     };
                     changed |= sum != x_ref[a];
                     *slot = sum;
@@ -252,11 +281,81 @@ impl Recompute {
             if !changed {
                 break;
             }
+            // Later rounds move few values: once the terms that changed
+            // reach a small part of the edges, push their differences
+            // instead of re-summing every list.
+            let (deltas, reach) = term_deltas(&self.out, (0..n).map(|v| (v as u32, next[v], x[v])));
+            if reach <= self.edge_count / self.sparse_from.max(1) {
+                rounds += self.push_rounds(&mut x, deltas)?;
+                break;
+            }
         }
         self.x = x;
         self.rounds = rounds;
         Ok(())
     }
+
+    /// Continues the iteration from `x` (round r) by pushing `deltas`, the
+    /// terms that changed from round r - 1 to r, along the follow edges:
+    /// `x_{r+1}(a) = x_r(a) + sum over b in F(a) of (term_r(b) -
+    /// term_{r-1}(b))`, exact in integers. Returns the rounds taken, the
+    /// last one finding no change.
+    fn push_rounds(&self, x: &mut [u64], mut deltas: Vec<(u32, i128)>) -> Result<usize, Overflow> {
+        let mut first_touch = vec![false; x.len()];
+        let mut touched: Vec<(u32, u64)> = Vec::new();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            if deltas.is_empty() {
+                return Ok(rounds);
+            }
+            for &(b, d) in &deltas {
+                for &a in &self.out[b as usize] {
+                    let i = a as usize;
+                    if !first_touch[i] {
+                        first_touch[i] = true;
+                        touched.push((a, x[i]));
+                    }
+                    x[i] = u64::try_from(i128::from(x[i]) + d)
+                        .map_err(|_| Overflow { node: self.ids[i] })?;
+                }
+            }
+            for &(a, _) in &touched {
+                first_touch[a as usize] = false;
+            }
+            deltas = term_deltas(
+                &self.out,
+                touched.drain(..).map(|(a, old)| (a, old, x[a as usize])),
+            )
+            .0;
+        }
+    }
+}
+
+/// The default of [`Recompute::sparse_from`].
+const SPARSE_FROM: usize = 4;
+
+/// The terms that changed between two rounds, from `(node, old value, new
+/// value)`: `(node, new term - old term)`, and how many follow edges they
+/// reach.
+fn term_deltas(
+    out: &[Vec<u32>],
+    values: impl Iterator<Item = (u32, u64, u64)>,
+) -> (Vec<(u32, i128)>, usize) {
+    let mut deltas = Vec::new();
+    let mut reach = 0;
+    for (v, old, new) in values {
+        let f = out[v as usize].len();
+        if old == new || f == 0 {
+            continue;
+        }
+        let d = i128::from(term(new, f as u64)) - i128::from(term(old, f as u64));
+        if d != 0 {
+            deltas.push((v, d));
+            reach += f;
+        }
+    }
+    (deltas, reach)
 }
 
 impl Recompute {
@@ -268,20 +367,60 @@ impl Recompute {
                 before.insert(id, x);
             }
         }
-        let mut changes = Vec::new();
-        for v in 0..self.ids.len() {
-            let id = self.ids[v];
-            let old = before.get(&id).copied();
-            let new = (!self.followers[v].is_empty()).then(|| self.x[v]);
-            record_change(&mut self.digest, &mut changes, id, old, new);
-        }
-        changes.sort_unstable();
+        let changes = self.collect_changes(|_, id| before.get(&id).copied());
         Update {
             changes,
             inserted,
             removed,
             rounds: self.rounds,
         }
+    }
+}
+
+impl Recompute {
+    /// The nodes whose value moved from `old(index, id)`, found on the
+    /// iteration's threads; updates the digest by them.
+    fn collect_changes(&mut self, old: impl Fn(usize, u64) -> Option<u64> + Sync) -> Vec<Change> {
+        let n = self.ids.len();
+        let parts = self.threads.min(n.max(1));
+        let this = &*self;
+        let part = |range: std::ops::Range<usize>| {
+            let (mut digest, mut changes) = (0u64, Vec::new());
+            for v in range {
+                let new = (this.followers.len(v) > 0).then(|| this.x[v]);
+                record_change(
+                    &mut digest,
+                    &mut changes,
+                    this.ids[v],
+                    old(v, this.ids[v]),
+                    new,
+                );
+            }
+            (digest, changes)
+        };
+        let results: Vec<(u64, Vec<Change>)> = if parts <= 1 {
+            vec![part(0..n)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..parts)
+                    .map(|i| {
+                        let part = &part;
+                        s.spawn(move || part(n * i / parts..n * (i + 1) / parts))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
+        let mut changes = Vec::with_capacity(results.iter().map(|r| r.1.len()).sum());
+        for (d, c) in results {
+            // Digests are sums (wrapping): the parts add up.
+            self.digest = self.digest.wrapping_add(d);
+            changes.extend(c);
+        }
+        changes
     }
 }
 
@@ -328,7 +467,7 @@ impl Online for Recompute {
     fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, OnlineError> {
         // The table before: who was in it, with which value.
         let before_n = self.ids.len();
-        let was_in: Vec<bool> = self.followers.iter().map(|f| !f.is_empty()).collect();
+        let was_in: Vec<bool> = (0..before_n).map(|v| self.followers.len(v) > 0).collect();
         let old_x = self.x.clone();
         let (mut inserted, mut removed) = (0u64, 0u64);
         for op in ops {
@@ -336,22 +475,28 @@ impl Online for Recompute {
                 continue;
             }
             let (a, b) = (self.index(op.src), self.index(op.dst));
-            // Membership by a scan of b's following list (short on
-            // power-law graphs): no set of all edges.
-            let pos = self.out[b as usize].iter().position(|&x| x == a);
-            match (pos, op.insert) {
-                (None, true) => {
+            // Membership by a scan of the shorter of b's following list
+            // and a's follower list (hubs are long on one side, rarely on
+            // both): no set of all edges.
+            let (out_b, in_a) = (self.out[b as usize].len(), self.followers.len(a as usize));
+            let present = if out_b <= in_a {
+                self.out[b as usize].contains(&a)
+            } else {
+                self.followers.contains(a as usize, b)
+            };
+            match (present, op.insert) {
+                (false, true) => {
                     self.out[b as usize].push(a);
-                    self.followers[a as usize].push(b);
+                    self.followers.push(a as usize, b);
                     self.edge_count += 1;
                     inserted += 1;
                 }
-                (Some(p), false) => {
-                    self.out[b as usize].swap_remove(p);
-                    let f = &mut self.followers[a as usize];
-                    if let Some(q) = f.iter().rposition(|&x| x == b) {
-                        f.swap_remove(q);
+                (true, false) => {
+                    let out = &mut self.out[b as usize];
+                    if let Some(p) = out.iter().rposition(|&x| x == a) {
+                        out.swap_remove(p);
                     }
+                    self.followers.remove(a as usize, b);
                     self.edge_count -= 1;
                     removed += 1;
                 }
@@ -359,6 +504,9 @@ impl Online for Recompute {
             }
         }
         if inserted + removed > 0 {
+            if self.followers.repack_due() && !self.relabel_due() {
+                self.followers.repack();
+            }
             if self.relabel_due() {
                 // Numbers change: keep the old values by id.
                 let old: Vec<(u64, bool, u64)> = (0..before_n)
@@ -371,13 +519,7 @@ impl Online for Recompute {
             self.iterate()?;
         }
 
-        let mut changes = Vec::new();
-        for v in 0..self.ids.len() {
-            let old = (v < before_n && was_in[v]).then(|| old_x[v]);
-            let new = (!self.followers[v].is_empty()).then(|| self.x[v]);
-            record_change(&mut self.digest, &mut changes, self.ids[v], old, new);
-        }
-        changes.sort_unstable();
+        let changes = self.collect_changes(|v, _| (v < before_n && was_in[v]).then(|| old_x[v]));
         Ok(Update {
             changes,
             inserted,
@@ -388,13 +530,13 @@ impl Online for Recompute {
 
     fn value(&self, node: u64) -> Option<u64> {
         let &i = self.dense.get(&node)?;
-        (!self.followers[i as usize].is_empty()).then(|| self.x[i as usize])
+        (self.followers.len(i as usize) > 0).then(|| self.x[i as usize])
     }
 
     fn rows(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
         Box::new(
             (0..self.ids.len())
-                .filter(|&v| !self.followers[v].is_empty())
+                .filter(|&v| self.followers.len(v) > 0)
                 .map(|v| (self.ids[v], self.x[v])),
         )
     }
@@ -404,7 +546,7 @@ impl Online for Recompute {
     }
 
     fn edges(&self) -> Vec<(u64, u64)> {
-        sorted_pairs(&self.ids, &self.followers, |a, b| (a, b))
+        sorted_pairs(&self.ids, &self.followers.to_lists(), |a, b| (a, b))
     }
 
     fn edge_count(&self) -> usize {
@@ -413,12 +555,12 @@ impl Online for Recompute {
 
     fn memory_bytes(&self) -> usize {
         let n = self.ids.len();
-        let adj: usize = self
-            .out
-            .iter()
-            .chain(&self.followers)
-            .map(|o| o.capacity() * 4)
-            .sum();
-        self.dense.capacity() * 13 + self.ids.capacity() * 8 + 2 * n * 24 + adj + n * 8
+        let out: usize = self.out.iter().map(|o| o.capacity() * 4).sum();
+        self.dense.capacity() * 13
+            + self.ids.capacity() * 8
+            + n * 24
+            + out
+            + self.followers.memory_bytes()
+            + n * 8
     }
 }

@@ -116,6 +116,17 @@ impl Cutter {
         self.readers.iter().map(|r| r.position()).collect()
     }
 
+    /// What waits in the source past the positions, summed over the
+    /// partitions that have not ended, in the source's backlog unit; `None`
+    /// when a partition cannot tell.
+    pub fn backlog(&self) -> Option<u64> {
+        self.readers
+            .iter()
+            .zip(&self.ended)
+            .map(|(r, &ended)| if ended { Some(0) } else { r.backlog() })
+            .sum()
+    }
+
     /// Reads one record of partition `p` into `slice`.
     fn read_one(&mut self, p: usize, slice: &mut Slice) -> Result<Option<bool>, SourceError> {
         read_one(self.readers[p].as_mut(), &mut self.ended[p], slice)

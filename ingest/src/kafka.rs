@@ -264,6 +264,7 @@ impl Source for KafkaSource {
         Ok(Box::new(KafkaReader {
             consumer,
             topic: self.spec.topic.clone(),
+            topic_c: std::ffi::CString::new(self.spec.topic.clone()).ok(),
             partition: partition as i32,
             payload: Vec::new(),
             cursor: 0,
@@ -292,11 +293,17 @@ impl Source for KafkaSource {
         // when a cluster moves.
         format!("Kafka topic {}", self.spec.topic)
     }
+
+    fn backlog_unit(&self) -> &'static str {
+        "messages"
+    }
 }
 
 struct KafkaReader {
     consumer: BaseConsumer,
     topic: String,
+    /// The topic for librdkafka's C API (`None` if it had a NUL byte).
+    topic_c: Option<std::ffi::CString>,
     partition: i32,
     /// The current message's payload, read from `cursor` on.
     payload: Vec<u8>,
@@ -386,6 +393,31 @@ impl KafkaReader {
 }
 
 impl PartitionReader for KafkaReader {
+    /// Messages between the position and the partition's high watermark as
+    /// of the last fetch (librdkafka's cached value: no broker round trip),
+    /// or the recorded end of an `--until-end` job if that comes first.
+    fn backlog(&self) -> Option<u64> {
+        let topic = self.topic_c.as_ref()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid while `self.consumer` lives,
+        // the topic is a NUL-terminated string, and the two out-pointers
+        // point at live locals.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                self.partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 {
+            return None;
+        }
+        let high = self.end.map_or(high as u64, |e| e.min(high as u64));
+        Some(high.saturating_sub(self.next_offset))
+    }
+
     fn next(&mut self) -> Result<Next, SourceError> {
         loop {
             if let Some((line, range)) = self.take_line() {

@@ -142,6 +142,10 @@ pub trait Source: Send + Sync {
     fn fingerprint(&self) -> String;
     /// A short description for messages.
     fn describe(&self) -> String;
+    /// The unit of [`PartitionReader::backlog`], plural ("bytes").
+    fn backlog_unit(&self) -> &'static str {
+        "records"
+    }
 }
 
 /// Reads one partition in order.
@@ -150,6 +154,11 @@ pub trait PartitionReader: Send {
     fn next(&mut self) -> Result<Next, SourceError>;
     /// The position of the next record: after the last one returned.
     fn position(&self) -> Position;
+    /// How much of the partition is known to wait past [`Self::position`],
+    /// in the unit of [`Source::backlog_unit`]; `None` when unknown.
+    fn backlog(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A text edge file in partitions.
@@ -294,6 +303,8 @@ impl Source for FileSource {
         Ok(Box::new(FileReader {
             lines: LineReader::new(reader, from.offset),
             path: self.path.clone(),
+            // A gzip partition's end is in uncompressed bytes, unknown.
+            end: (!self.gzip).then_some(hi),
         }))
     }
 
@@ -304,11 +315,16 @@ impl Source for FileSource {
     fn describe(&self) -> String {
         format!("file {}", self.path.display())
     }
+
+    fn backlog_unit(&self) -> &'static str {
+        "bytes"
+    }
 }
 
 struct FileReader {
     lines: LineReader<Box<dyn BufRead + Send>>,
     path: PathBuf,
+    end: Option<u64>,
 }
 
 impl PartitionReader for FileReader {
@@ -336,6 +352,10 @@ impl PartitionReader for FileReader {
 
     fn position(&self) -> Position {
         Position::at(self.lines.offset())
+    }
+
+    fn backlog(&self) -> Option<u64> {
+        Some(self.end?.saturating_sub(self.lines.offset()))
     }
 }
 
@@ -405,6 +425,10 @@ impl Source for GenSource {
             self.rmat.scale, self.rmat.edge_factor, self.rmat.seed
         )
     }
+
+    fn backlog_unit(&self) -> &'static str {
+        "draws"
+    }
 }
 
 struct GenReader {
@@ -434,6 +458,10 @@ impl PartitionReader for GenReader {
 
     fn position(&self) -> Position {
         Position::at(self.next)
+    }
+
+    fn backlog(&self) -> Option<u64> {
+        Some(self.end - self.next)
     }
 }
 
