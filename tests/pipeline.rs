@@ -500,6 +500,36 @@ fn export_at_every_epoch_equals_batch_on_the_edges_so_far() {
     assert_eq!(text.matches("not a number").count(), 60, "{text}");
 }
 
+/// The lag column of a file job read to its end: bytes left in the file
+/// when each epoch was cut, falling to 0; `status` shows the last.
+fn check_lag(store: &Path, size: u64) {
+    let metrics = store.join("metrics/job/1/epochs.csv");
+    let text = std::fs::read_to_string(&metrics).expect("epochs.csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (lag, unit) = (col("lag"), col("lag_unit"));
+    let lags: Vec<u64> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f[unit], "bytes", "{l}");
+            f[lag].parse().expect("a lag")
+        })
+        .collect();
+    assert!(lags.len() >= 2, "{text}");
+    assert!(lags[0] < size && lags[0] > 0, "{lags:?} of {size}");
+    assert!(lags.windows(2).all(|w| w[1] <= w[0]), "{lags:?}");
+    assert_eq!(lags.last(), Some(&0), "{lags:?}");
+    let status = exoflow()
+        .args(["status", "--store"])
+        .arg(store)
+        .args(["--workflow-id", "job", "--json"])
+        .output()
+        .expect("status");
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(v["stream"]["lag"], "0 bytes", "{v}");
+}
+
 /// The three online implementations write the same bytes, with removals in
 /// the stream, and the same as a batch recomputation at the end.
 #[test]
@@ -536,6 +566,7 @@ fn every_online_implementation_writes_the_same_outputs() {
         );
         let out = outputs(&store);
         assert!(out.len() >= 8, "{online} wrote {} outputs", out.len());
+        check_lag(&store, std::fs::metadata(&file).expect("size").len());
         match &seen {
             None => seen = Some(out),
             Some(first) => assert!(first == &out, "{online} differs from recompute"),

@@ -59,8 +59,35 @@ impl Packed {
             let len = a.len() + b.len();
             p.flat.extend_from_slice(a);
             p.flat.extend_from_slice(b);
-            let room = if len == 0 { 0 } else { len / 8 + 1 };
-            p.flat.resize(p.flat.len() + room, 0);
+            p.flat.resize(p.flat.len() + room(len), 0);
+            p.start.push(p.flat.len());
+            p.len.push(len as u32);
+        }
+        p
+    }
+
+    /// The lists renumbered: node `order[v]`'s list becomes node v's, each
+    /// entry x becomes `new_of[x]`, and each list is sorted.
+    pub(crate) fn renumbered(&self, order: &[u32], new_of: &[u32]) -> Self {
+        let n = order.len();
+        let mut p = Self {
+            start: Vec::with_capacity(n + 1),
+            len: Vec::with_capacity(n),
+            flat: Vec::with_capacity(self.total + self.total / 8 + n),
+            side: vec![NONE; n],
+            side_lists: Vec::new(),
+            spilled: 0,
+            total: self.total,
+        };
+        p.start.push(0);
+        for &old in order {
+            let (a, b) = self.list(old as usize);
+            let s = p.flat.len();
+            p.flat
+                .extend(a.iter().chain(b).map(|&x| new_of[x as usize]));
+            p.flat[s..].sort_unstable();
+            let len = a.len() + b.len();
+            p.flat.resize(p.flat.len() + room(len), 0);
             p.start.push(p.flat.len());
             p.len.push(len as u32);
         }
@@ -194,6 +221,16 @@ impl Packed {
     }
 }
 
+/// Room left after a list of `len` entries when packing: an eighth, and
+/// one, for a list that has entries.
+fn room(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len / 8 + 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,7 +274,20 @@ mod tests {
                 prop_assert_eq!(p.total(), plain.iter().map(Vec::len).sum::<usize>());
             }
             let want: Vec<Vec<u32>> = plain.into_iter().map(|mut l| { l.sort_unstable(); l }).collect();
-            prop_assert_eq!(sorted(&p), want);
+            prop_assert_eq!(sorted(&p), want.clone());
+            // Renumbered by reversing the node order.
+            let n = want.len();
+            let order: Vec<u32> = (0..n as u32).rev().collect();
+            let new_of: Vec<u32> = (0..20u32).map(|x| 19 - x).collect();
+            let r = p.renumbered(&order, &new_of);
+            let expect: Vec<Vec<u32>> = (0..n)
+                .map(|v| {
+                    let mut l: Vec<u32> = want[n - 1 - v].iter().map(|&x| 19 - x).collect();
+                    l.sort_unstable();
+                    l
+                })
+                .collect();
+            prop_assert_eq!(r.to_lists(), expect);
         }
     }
 }

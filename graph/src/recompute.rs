@@ -150,26 +150,30 @@ impl Recompute {
         for (new, &old) in order.iter().enumerate() {
             new_of[old as usize] = new as u32;
         }
-        // Lists move to their new places and are renumbered in place: no
-        // copy, no reallocation.
-        let remap = |lists: &mut Vec<Vec<u32>>| {
-            let mut old = std::mem::take(lists);
-            *lists = order
+        // The following lists move to their new places and are renumbered
+        // in place (no copy, no reallocation; their order does not
+        // matter), while another thread repacks the follower lists.
+        let mut old_out = std::mem::take(&mut self.out);
+        let followers = &self.followers;
+        let (out, packed) = std::thread::scope(|s| {
+            let packed = s.spawn(|| followers.renumbered(&order, &new_of));
+            let out: Vec<Vec<u32>> = order
                 .iter()
                 .map(|&v| {
-                    let mut l = std::mem::take(&mut old[v as usize]);
+                    let mut l = std::mem::take(&mut old_out[v as usize]);
                     for x in l.iter_mut() {
                         *x = new_of[*x as usize];
                     }
-                    l.sort_unstable();
                     l
                 })
                 .collect();
-        };
-        remap(&mut self.out);
-        let mut followers = self.followers.to_lists();
-        remap(&mut followers);
-        self.followers = Packed::from_lists(&followers);
+            let packed = packed
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (out, packed)
+        });
+        self.out = out;
+        self.followers = packed;
         self.ids = order.iter().map(|&v| self.ids[v as usize]).collect();
         self.x = order.iter().map(|&v| self.x[v as usize]).collect();
         for (i, &id) in self.ids.iter().enumerate() {
