@@ -1281,7 +1281,7 @@ fn last_lag(store: &dyn Store, wid: &str) -> Result<Option<String>> {
     let (Some(lag), Some(unit)) = (col("lag"), col("lag_unit")) else {
         return Ok(None);
     };
-    let Some(last) = lines.filter(|l| !l.is_empty()).last() else {
+    let Some(last) = lines.rfind(|l| !l.is_empty()) else {
         return Ok(None);
     };
     let fields: Vec<&str> = last.split(',').collect();

@@ -52,7 +52,7 @@ impl Default for EngineOptions {
             lease: Duration::from_secs(15),
             retry: RetryPolicy::default(),
             commit_batch: 1024,
-            committers: 2,
+            committers: 4,
         }
     }
 }
