@@ -1038,8 +1038,8 @@ fn stream_loop(
             epoch: e,
             edges: edges_n as u64,
             closed_at,
-            lag,
-            lag_unit: source.backlog_unit(),
+            lag: lag.map(|l| l.0),
+            lag_unit: lag.map_or("", |l| l.1),
             ..Default::default()
         };
         let mut durable = Some(drx);

@@ -116,15 +116,27 @@ impl Cutter {
         self.readers.iter().map(|r| r.position()).collect()
     }
 
-    /// What waits in the source past the positions, summed over the
-    /// partitions that have not ended, in the source's backlog unit; `None`
-    /// when a partition cannot tell.
-    pub fn backlog(&self) -> Option<u64> {
-        self.readers
+    /// The lag: what waits past the positions, with its unit. A paced
+    /// cutter stands for a live stream arriving at its rate, so its lag is
+    /// the edges that have arrived (rate x time) but are not read yet.
+    /// Otherwise it is the source's backlog summed over the partitions that
+    /// have not ended, in the source's unit; `None` when a partition cannot
+    /// tell.
+    pub fn backlog(&self) -> Option<(u64, &'static str)> {
+        if self.at_end() {
+            return Some((0, self.source.backlog_unit()));
+        }
+        if let Some(p) = &self.pacer {
+            let arrived = (p.rate * p.since.elapsed().as_secs_f64()) as u64;
+            return Some((arrived.saturating_sub(p.edges), "edges"));
+        }
+        let total: Option<u64> = self
+            .readers
             .iter()
             .zip(&self.ended)
             .map(|(r, &ended)| if ended { Some(0) } else { r.backlog() })
-            .sum()
+            .sum();
+        total.map(|t| (t, self.source.backlog_unit()))
     }
 
     /// Reads one record of partition `p` into `slice`.
@@ -414,6 +426,36 @@ mod tests {
         let e = c.by_count(2, &never)?;
         assert_eq!(e[0].edges.len(), 1);
         assert!(c.at_end());
+        Ok(())
+    }
+
+    #[test]
+    fn the_lag_is_what_waits_past_the_positions() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("e.txt");
+        std::fs::write(&path, "1 2\n3 4\n5 6\n7 8\n")?;
+        let src: Arc<dyn Source> = Arc::new(FileSource::open(&path, 2)?);
+        let mut c = Cutter::from_start(src)?;
+        assert_eq!(c.backlog(), Some((16, "bytes")));
+        c.by_count(2, &never)?;
+        assert_eq!(c.backlog(), Some((8, "bytes")));
+        c.by_count(2, &never)?;
+        assert_eq!(c.backlog(), Some((0, "bytes")));
+        // A paced generator: edges arrived at the rate but not read yet.
+        let gen: Arc<dyn Source> = Arc::new(GenSource::new(
+            Rmat {
+                scale: 10,
+                edge_factor: 4,
+                seed: 2,
+            },
+            1,
+        ));
+        let mut p = Cutter::from_start(gen)?;
+        p.pace(Some(1_000.0));
+        std::thread::sleep(Duration::from_millis(50));
+        let (lag, unit) = p.backlog().ok_or("no lag")?;
+        assert_eq!(unit, "edges");
+        assert!((40..1000).contains(&lag), "{lag}");
         Ok(())
     }
 
