@@ -2,7 +2,9 @@
 reads target/criterion/<fig>/*/new/{benchmark,estimates}.json (medians),
 writes the CSV and renders the PNG.
 
-usage: criterion_fig.py fig8a|fig8b|fig8c CRITERION_DIR OUT.csv OUT.png
+usage: criterion_fig.py fig8a|fig8b|fig8c CRITERION_DIR OUT.csv OUT.png [PEER.csv]
+
+PEER.csv (fig8c): Ray Workflows measured in the same run by peers/ray_fig8c.py.
 """
 import csv
 import glob
@@ -36,17 +38,30 @@ def write_csv(path, header, rows):
         w.writerows(rows)
 
 
-def fig8c(rows, out_csv, out_png):
+def fig8c(rows, out_csv, out_png, peer_csv=None):
     table = []
     for meta, secs in rows:
         workload, mode = meta["function_id"].split("/")
         n = meta["throughput"]["Elements"]
         table.append((workload, mode, n, secs, n / secs))
+    # Ray Workflows, measured in the same run (checkpoint on: Sync, off: Skip).
+    ray = {}
+    if peer_csv:
+        with open(peer_csv) as f:
+            for r in csv.DictReader(f):
+                ray[(r["workload"], r["mode"])] = r
+    for (wl, mode), r in ray.items():
+        table.append((wl, "ray-" + mode, int(r["tasks_per_iteration"]), float(r["median_s"]), float(r["tasks_per_s"])))
     table.sort()
-    write_csv(out_csv, ["workload", "mode", "tasks_per_iteration", "median_s", "tasks_per_s"],
-              [[r[0], r[1], r[2], f"{r[3]:.6f}", f"{r[4]:.1f}"] for r in table])
+
+    def vs_ray(r):
+        peer = ray.get((r[0], r[1]))
+        return f"{r[4] / float(peer['tasks_per_s']):.1f}" if peer else ""
+
+    write_csv(out_csv, ["workload", "mode", "tasks_per_iteration", "median_s", "tasks_per_s", "x_ray_workflows"],
+              [[r[0], r[1], r[2], f"{r[3]:.6f}", f"{r[4]:.1f}", vs_ray(r)] for r in table])
     workloads = sorted({r[0] for r in table})
-    modes = ["Skip", "Async", "Sync"]
+    modes = ["Skip", "Async", "Sync"] + (["ray-Skip", "ray-Sync"] if ray else [])
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(modes)
     for i, mode in enumerate(modes):
@@ -54,11 +69,12 @@ def fig8c(rows, out_csv, out_png):
         xs = [k + i * width for k in range(len(workloads))]
         bars = ax.bar(xs, ys, width, label=mode)
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks([k + width for k in range(len(workloads))])
+    ax.set_xticks([k + width * (len(modes) - 1) / 2 for k in range(len(workloads))])
     ax.set_xticklabels(["1-task DAGs (registered, fresh ids)" if "single" in wl else "1 + 100 parallel tasks" for wl in workloads])
     ax.set_yscale("log")
     ax.set_ylabel("tasks per second")
-    ax.set_title("Fig 8c: engine throughput, local directory store\n(Ray Workflows: not measured)")
+    peer = "Ray Workflows 2.47.1 (ray-): checkpoint on = Sync, off = Skip" if ray else "Ray Workflows: not measured"
+    ax.set_title(f"Fig 8c: engine throughput, local directory store\n({peer})", fontsize=9)
     ax.legend(title="checkpoint")
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
@@ -105,7 +121,10 @@ def main():
     rows = load(crit, which)
     if not rows:
         sys.exit(f"no criterion results for {which} under {crit}: run `cargo bench --bench engine -- {which}`")
-    {"fig8a": fig8a, "fig8b": fig8b, "fig8c": fig8c}[which](rows, out_csv, out_png)
+    if which == "fig8c":
+        fig8c(rows, out_csv, out_png, sys.argv[5] if len(sys.argv) > 5 else None)
+    else:
+        {"fig8a": fig8a, "fig8b": fig8b}[which](rows, out_csv, out_png)
     print(f"{which}: {len(rows)} measurements")
 
 

@@ -2,8 +2,11 @@
 # Reproduces the paper's figures on this machine: runs the drivers, writes
 # experiments/results/<fig>.csv and renders experiments/figures/<fig>.png.
 #
-#   experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick]
+#   experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]
 #
+# --with-peers also measures the peers in the same run, in their own virtual
+# environment (experiments/.venv-peers, from peers/requirements.txt): Ray
+# Workflows for Fig 8c. A peer is plotted only when measured in that run.
 # --paper runs the paper's sizes (fig7c: 10 s epochs, 350 epochs, a batch
 # every 20 from 160); --quick a smoke run of a few epochs.
 set -euo pipefail
@@ -14,11 +17,12 @@ mkdir -p "$exp/results" "$exp/figures" "$exp/work"
 
 what=${1:-}
 shift || true
-paper=0 quick=0
+paper=0 quick=0 peers=0
 for a in "$@"; do
   case $a in
     --paper) paper=1 ;;
     --quick) quick=1 ;;
+    --with-peers) peers=1 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -65,9 +69,27 @@ criterion_fig() {
   step "$fig: cargo bench --bench engine -- $fig"
   rm -rf "$root/target/criterion/$fig"
   cargo bench --quiet --bench engine -- "$fig" 2>&1 | grep -E "^$fig/|time:|thrpt:|not measured" || true
+  local peer=()
+  if [ "$peers" = 1 ] && [ "$fig" = fig8c ]; then
+    peers_venv
+    step "$fig: Ray Workflows 2.47.1 on the same work"
+    local n=(200 4 3)
+    [ "$quick" = 1 ] && n=(20 1 1)
+    "$exp/.venv-peers/bin/python" "$exp/peers/ray_fig8c.py" "$exp/work/fig8c_ray.csv" "${n[@]}" 2>&1 \
+      | grep -E "^ray-workflows" || true
+    peer=("$exp/work/fig8c_ray.csv")
+  fi
   step "$fig: results/$fig.csv, figures/$fig.png"
   "$exp/.venv/bin/python" "$exp/criterion_fig.py" "$fig" "$root/target/criterion" \
-    "$exp/results/$fig.csv" "$exp/figures/$fig.png"
+    "$exp/results/$fig.csv" "$exp/figures/$fig.png" "${peer[@]}"
+}
+
+peers_venv() {
+  if [ ! -x "$exp/.venv-peers/bin/python" ] || ! "$exp/.venv-peers/bin/python" -c "import ray, pyarrow" 2>/dev/null; then
+    step "peers environment (experiments/.venv-peers)"
+    python3 -m venv "$exp/.venv-peers"
+    "$exp/.venv-peers/bin/pip" install --quiet -r "$exp/peers/requirements.txt"
+  fi
 }
 
 
@@ -77,5 +99,5 @@ case $what in
   fig7c) fig7c ;;
   fig8a|fig8b|fig8c) criterion_fig "$what" ;;
   all) fig7c; criterion_fig fig8a; criterion_fig fig8b; criterion_fig fig8c ;;
-  *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick]" >&2; exit 2 ;;
+  *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]" >&2; exit 2 ;;
 esac
