@@ -535,10 +535,9 @@ struct EpochMetrics {
     log_durable_at: u64,
     online_done_at: u64,
     output_committed_at: u64,
-    /// What waited in the source when the epoch was cut, if it can tell.
-    lag: Option<u64>,
-    /// The unit of `lag` (bytes, messages, draws).
-    lag_unit: &'static str,
+    /// What waited in the source when the epoch was cut, with its unit
+    /// (bytes, messages, draws, edges), if the source can tell.
+    lag: Option<(u64, &'static str)>,
 }
 
 /// What the committer thread is asked to do, in epoch order.
@@ -681,7 +680,7 @@ fn commit_epoch(
     if !quiet {
         let lag = m
             .lag
-            .map_or(String::new(), |l| format!(", lag {l} {}", m.lag_unit));
+            .map_or(String::new(), |(l, unit)| format!(", lag {l} {unit}"));
         eprintln!(
             "epoch {:>5}: {:>9} edges, latency {:>5} ms (log {} ms, online {} ms), committed{lag}",
             e,
@@ -706,8 +705,8 @@ fn commit_epoch(
             r.online_done_at,
             r.output_committed_at,
             r.output_committed_at.saturating_sub(r.closed_at),
-            r.lag.map_or(String::new(), |l| l.to_string()),
-            if r.lag.is_some() { r.lag_unit } else { "" },
+            r.lag.map_or(String::new(), |l| l.0.to_string()),
+            r.lag.map_or("", |l| l.1),
         );
     }
     store
@@ -1038,8 +1037,7 @@ fn stream_loop(
             epoch: e,
             edges: edges_n as u64,
             closed_at,
-            lag: lag.map(|l| l.0),
-            lag_unit: lag.map_or("", |l| l.1),
+            lag,
             ..Default::default()
         };
         let mut durable = Some(drx);

@@ -368,7 +368,16 @@ pub(crate) fn write_final_status(
 }
 
 /// What a record's writer is told.
-type RecordDone = Box<dyn FnOnce(Result<PutOutcome, crate::store::StoreError>) + Send>;
+pub(crate) type RecordDone = Box<dyn FnOnce(Result<PutOutcome, crate::store::StoreError>) + Send>;
+
+/// The `done` of a best-effort record: a failure is logged.
+pub(crate) fn log_failure(key: String) -> RecordDone {
+    Box::new(move |r| {
+        if let Err(e) = r {
+            tracing::warn!(key = %key, error = %e, "record not written");
+        }
+    })
+}
 
 fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
     const BATCH_BYTES: usize = 64 << 20;
@@ -402,12 +411,7 @@ fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
                     companion,
                 } => {
                     if let Some((k, b)) = companion {
-                        let at = k.clone();
-                        let log: RecordDone = Box::new(move |r| {
-                            if let Err(e) = r {
-                                tracing::warn!(key = %at, error = %e, "record not written");
-                            }
-                        });
+                        let log = log_failure(k.clone());
                         records.push((k, b, log));
                     }
                     records.push((key, bytes, done))

@@ -669,15 +669,10 @@ impl Run {
         };
         let Some(next) = next else {
             if let Some((key, bytes)) = timing {
-                let wid = self.wid.clone();
                 let _ = self.inner.commits.send(Commit::Record {
+                    done: crate::engine::log_failure(key.clone()),
                     key,
                     bytes,
-                    done: Box::new(move |r| {
-                        if let Err(e) = r {
-                            tracing::warn!(workflow = %wid, error = %e, "timing records not written");
-                        }
-                    }),
                     companion: None,
                 });
             }

@@ -315,7 +315,6 @@ impl Online for Differential {
             };
             record_change(&mut self.digest, &mut update.changes, node, old, new);
         }
-        update.changes.sort_unstable();
         Ok(update)
     }
 
@@ -356,7 +355,7 @@ impl Online for Differential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::online::tests::{check_impl, epochs_strategy};
+    use crate::online::tests::{check_impl, epochs_strategy, spread};
     use proptest::prelude::*;
 
     proptest! {
@@ -373,11 +372,7 @@ mod tests {
 
         #[test]
         fn sparse_ids(epochs in epochs_strategy(40)) {
-            let spread: Vec<Vec<EdgeOp>> = epochs
-                .iter()
-                .map(|ops| ops.iter().map(|op| EdgeOp { src: op.src.wrapping_mul(0x9e37_79b9_7f4a_7c15), dst: op.dst.wrapping_mul(0x9e37_79b9_7f4a_7c15), insert: op.insert }).collect())
-                .collect();
-            check_impl(Differential::new(2).expect("workers"), &spread);
+            check_impl(Differential::new(2).expect("workers"), &spread(&epochs));
         }
     }
 

@@ -756,6 +756,23 @@ pub(crate) mod tests {
         assert_eq!(top_k(rows.into_iter(), 0), vec![]);
     }
 
+    /// The same epochs with node ids spread over the 64-bit range.
+    pub(crate) fn spread(epochs: &[Vec<EdgeOp>]) -> Vec<Vec<EdgeOp>> {
+        let far = |v: u64| v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        epochs
+            .iter()
+            .map(|ops| {
+                ops.iter()
+                    .map(|op| EdgeOp {
+                        src: far(op.src),
+                        dst: far(op.dst),
+                        insert: op.insert,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     pub(crate) fn epochs_strategy(nodes: u64) -> impl Strategy<Value = Vec<Vec<EdgeOp>>> {
         proptest::collection::vec(
             proptest::collection::vec((0..nodes, 0..nodes, proptest::bool::weighted(0.8)), 0..40),
@@ -787,11 +804,7 @@ pub(crate) mod tests {
 
         #[test]
         fn sparse_ids_and_many_epochs(epochs in epochs_strategy(40)) {
-            let spread: Vec<Vec<EdgeOp>> = epochs
-                .iter()
-                .map(|ops| ops.iter().map(|op| EdgeOp { src: op.src.wrapping_mul(0x9e37_79b9_7f4a_7c15), dst: op.dst.wrapping_mul(0x9e37_79b9_7f4a_7c15), insert: op.insert }).collect())
-                .collect();
-            check_epochs(&spread);
+            check_epochs(&spread(&epochs));
         }
     }
 }

@@ -402,22 +402,15 @@ impl Recompute {
             }
             (digest, changes)
         };
-        let results: Vec<(u64, Vec<Change>)> = if parts <= 1 {
-            vec![part(0..n)]
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..parts)
-                    .map(|i| {
-                        let part = &part;
-                        s.spawn(move || part(n * i / parts..n * (i + 1) / parts))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            })
-        };
+        let part = &part;
+        let results: Vec<(u64, Vec<Change>)> = on_threads(
+            (0..parts)
+                .map(|i| move || part(n * i / parts..n * (i + 1) / parts))
+                .collect(),
+        )
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
+        .collect();
         let mut changes = Vec::with_capacity(results.iter().map(|r| r.1.len()).sum());
         for (d, c) in results {
             // Digests are sums (wrapping): the parts add up.
@@ -442,29 +435,32 @@ where
     if ranges.len() <= 1 {
         return f(0..data.len(), data);
     }
-    let mut chunks = Vec::with_capacity(ranges.len());
+    let mut jobs = Vec::with_capacity(ranges.len());
     let mut rest = data;
+    let f = &f;
     for r in ranges {
         let (head, tail) = rest.split_at_mut(r.len());
-        chunks.push((r.clone(), head));
+        let r = r.clone();
+        jobs.push(move || f(r, head));
         rest = tail;
     }
-    let f = &f;
-    let results: Vec<Result<bool, Overflow>> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|(r, chunk)| s.spawn(move || f(r, chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(Overflow { node: u64::MAX })))
-            .collect()
-    });
     let mut changed = false;
-    for r in results {
-        changed |= r?;
+    for r in on_threads(jobs) {
+        changed |= r.unwrap_or(Err(Overflow { node: u64::MAX }))?;
     }
     Ok(changed)
+}
+
+/// Runs each job, on its own thread when there are several; their results
+/// in order (an `Err` for a job that panicked).
+fn on_threads<T: Send, J: FnOnce() -> T + Send>(jobs: Vec<J>) -> Vec<std::thread::Result<T>> {
+    if jobs.len() <= 1 {
+        return jobs.into_iter().map(|j| Ok(j())).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs.into_iter().map(|j| s.spawn(j)).collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    })
 }
 
 impl Online for Recompute {

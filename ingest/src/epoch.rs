@@ -411,13 +411,22 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn bad_lines_are_carried_but_not_counted() -> Result<(), Box<dyn std::error::Error>> {
+    /// A cutter over a file of `text` in `partitions` (the directory keeps
+    /// the file alive).
+    fn file_cutter(
+        text: &str,
+        partitions: usize,
+    ) -> Result<(tempfile::TempDir, Cutter), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("e.txt");
-        std::fs::write(&path, "1 2\nnope\n3 4\n5 6\n")?;
-        let src: Arc<dyn Source> = Arc::new(FileSource::open(&path, 1)?);
-        let mut c = Cutter::from_start(src)?;
+        std::fs::write(&path, text)?;
+        let src: Arc<dyn Source> = Arc::new(FileSource::open(&path, partitions)?);
+        Ok((dir, Cutter::from_start(src)?))
+    }
+
+    #[test]
+    fn bad_lines_are_carried_but_not_counted() -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, mut c) = file_cutter("1 2\nnope\n3 4\n5 6\n", 1)?;
         let e = c.by_count(2, &never)?;
         assert_eq!(e[0].edges.len(), 2);
         assert_eq!(e[0].bad.len(), 1);
@@ -431,11 +440,7 @@ mod tests {
 
     #[test]
     fn the_lag_is_what_waits_past_the_positions() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("e.txt");
-        std::fs::write(&path, "1 2\n3 4\n5 6\n7 8\n")?;
-        let src: Arc<dyn Source> = Arc::new(FileSource::open(&path, 2)?);
-        let mut c = Cutter::from_start(src)?;
+        let (_dir, mut c) = file_cutter("1 2\n3 4\n5 6\n7 8\n", 2)?;
         assert_eq!(c.backlog(), Some((16, "bytes")));
         c.by_count(2, &never)?;
         assert_eq!(c.backlog(), Some((8, "bytes")));
