@@ -45,7 +45,7 @@ pub fn owner(v: u64, peers: usize) -> usize {
 }
 
 /// A worker's share of the graph: the edges of the followers it owns.
-struct Share {
+pub(crate) struct Share {
     /// Distinct followed nodes of the local edges, ascending.
     targets: Vec<u64>,
     /// The local followers of `targets[i]` are `followers[offsets[i]..offsets[i + 1]]`.
@@ -61,7 +61,7 @@ struct Share {
 impl Share {
     /// Takes the worker's edges in the pairs' order (sorted by followed
     /// node): no sort, one hash lookup per local edge.
-    fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
+    pub(crate) fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
         let mut targets = Vec::new();
         let mut offsets = Vec::new();
         let mut followers = Vec::new();
@@ -120,6 +120,138 @@ type Reports = Rc<RefCell<BTreeMap<u64, Report>>>;
 /// Partial sums of a round waiting for its end: capability, sums, overflow.
 type SumStash = BTreeMap<u64, (Capability<u64>, crate::IdMap<u64>, Option<u64>)>;
 
+/// The from-zero iteration on this worker's share, with every other worker
+/// of the computation running the same: this worker's rows of the table
+/// (sorted) and the number of rounds, or the first overflow it saw.
+pub(crate) fn iterate(
+    worker: &mut timely::worker::Worker,
+    share: Share,
+) -> (Vec<(u64, u64)>, Result<usize, Overflow>) {
+    let peers = worker.peers();
+    let share = Rc::new(share);
+    // Values of the local followers, by local index, updated by the
+    // summing operator as rounds complete.
+    let x_local: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; share.following.len()]));
+    // Values of the nodes this worker owns (those with followers).
+    let values: Rc<RefCell<crate::IdMap<u64>>> = Rc::new(RefCell::new(crate::IdMap::default()));
+    let reports: Reports = Rc::new(RefCell::new(BTreeMap::new()));
+    let mut input = InputHandleVec::<u64, (u64, u64)>::new();
+    let probe = ProbeHandle::new();
+    {
+        let values = values.clone();
+        let reports = reports.clone();
+        let share = share.clone();
+        let x_local = x_local.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            input
+                .to_stream(scope)
+                .exchange(move |&(a, _): &(u64, u64)| owner(a, peers) as u64)
+                .unary_frontier(Pipeline, "Sum", move |_cap, _info| {
+                    let mut stash: SumStash = BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each_stamp(|cap, data| {
+                            if let Some(cap) = cap.retain_least(output.output_index()) {
+                                let t = *cap.time();
+                                let entry = stash
+                                    .entry(t)
+                                    .or_insert_with(|| (cap, crate::IdMap::default(), None));
+                                for batch in data {
+                                    for (a, partial) in batch.drain(..) {
+                                        let slot = entry.1.entry(a).or_insert(0);
+                                        match slot.checked_add(partial) {
+                                            Some(v) => *slot = v,
+                                            None => entry.2 = entry.2.or(Some(a)),
+                                        }
+                                    }
+                                }
+                            }
+                        });
+                        for (_, (cap, sums, overflow)) in take_complete(&mut stash, frontier) {
+                            let mut values = values.borrow_mut();
+                            let mut x_local = x_local.borrow_mut();
+                            let mut changed = 0u64;
+                            for (a, x) in sums {
+                                if values.insert(a, x) != Some(x) {
+                                    changed += 1;
+                                }
+                                // The same owner holds `a` as a follower, if it follows anyone.
+                                if let Some(&bi) = share.dense.get(&a) {
+                                    x_local[bi as usize] = x;
+                                }
+                            }
+                            output.session(&cap).give((changed, overflow));
+                        }
+                    }
+                })
+                .container::<Vec<Report>>()
+                .broadcast()
+                .unary_frontier(Pipeline, "Total", move |_cap, _info| {
+                    let mut stash: BTreeMap<u64, (Capability<u64>, u64, Option<u64>)> =
+                        BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each_stamp(|cap, data| {
+                            if let Some(cap) = cap.retain_least(output.output_index()) {
+                                let t = *cap.time();
+                                let entry = stash.entry(t).or_insert_with(|| (cap, 0, None));
+                                for batch in data {
+                                    for (changed, overflow) in batch.drain(..) {
+                                        entry.1 += changed;
+                                        entry.2 = entry.2.or(overflow);
+                                    }
+                                }
+                            }
+                        });
+                        for (t, (cap, total, overflow)) in take_complete(&mut stash, frontier) {
+                            reports.borrow_mut().insert(t, (total, overflow));
+                            output.session(&cap).give(());
+                        }
+                    }
+                })
+                .container::<Vec<()>>()
+                .probe_with(&probe);
+        });
+    }
+    let mut terms = vec![0u64; share.following.len()];
+    let mut round: u64 = 0;
+    let result: Result<usize, Overflow> = loop {
+        {
+            let x_local = x_local.borrow();
+            for (t, (&x, &f)) in terms.iter_mut().zip(x_local.iter().zip(&share.following)) {
+                *t = term(x, u64::from(f));
+            }
+        }
+        let mut local_overflow = None;
+        for (i, &a) in share.targets.iter().enumerate() {
+            let mut sum: u64 = 0;
+            for &b in &share.followers[share.offsets[i]..share.offsets[i + 1]] {
+                match sum.checked_add(terms[b as usize]) {
+                    Some(v) => sum = v,
+                    None => local_overflow = local_overflow.or(Some(a)),
+                }
+            }
+            input.send((a, sum));
+        }
+        round += 1;
+        input.advance_to(round);
+        worker.step_while(|| probe.less_than(input.time()));
+        let (changed, overflow) = reports
+            .borrow()
+            .get(&(round - 1))
+            .copied()
+            .unwrap_or((0, None));
+        if let Some(node) = overflow.or(local_overflow) {
+            break Err(Overflow { node });
+        }
+        if changed == 0 {
+            break Ok(round as usize);
+        }
+    };
+    drop(input);
+    let mut table: Vec<(u64, u64)> = values.borrow().iter().map(|(&n, &x)| (n, x)).collect();
+    table.sort_unstable();
+    (table, result)
+}
+
 /// TunkRank of the graph `pairs` (b follows a; sorted, distinct, no
 /// self-loops) on timely workers as configured. Returns the table and the
 /// number of rounds.
@@ -128,130 +260,9 @@ pub fn tunkrank(
     config: timely::Config,
 ) -> Result<(Table, usize), BatchError> {
     let guards = timely::execute(config, move |worker| {
-        let index = worker.index();
-        let peers = worker.peers();
-        let share = Rc::new(Share::new(&pairs, index, peers));
-        // Values of the local followers, by local index, updated by the
-        // summing operator as rounds complete.
-        let x_local: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; share.following.len()]));
-        // Values of the nodes this worker owns (those with followers).
-        let values: Rc<RefCell<crate::IdMap<u64>>> = Rc::new(RefCell::new(crate::IdMap::default()));
-        let reports: Reports = Rc::new(RefCell::new(BTreeMap::new()));
-        let mut input = InputHandleVec::<u64, (u64, u64)>::new();
-        let probe = ProbeHandle::new();
-        {
-            let values = values.clone();
-            let reports = reports.clone();
-            let share = share.clone();
-            let x_local = x_local.clone();
-            worker.dataflow::<u64, _, _>(|scope| {
-                input
-                    .to_stream(scope)
-                    .exchange(move |&(a, _): &(u64, u64)| owner(a, peers) as u64)
-                    .unary_frontier(Pipeline, "Sum", move |_cap, _info| {
-                        let mut stash: SumStash = BTreeMap::new();
-                        move |(input, frontier), output| {
-                            input.for_each_stamp(|cap, data| {
-                                if let Some(cap) = cap.retain_least(output.output_index()) {
-                                    let t = *cap.time();
-                                    let entry = stash
-                                        .entry(t)
-                                        .or_insert_with(|| (cap, crate::IdMap::default(), None));
-                                    for batch in data {
-                                        for (a, partial) in batch.drain(..) {
-                                            let slot = entry.1.entry(a).or_insert(0);
-                                            match slot.checked_add(partial) {
-                                                Some(v) => *slot = v,
-                                                None => entry.2 = entry.2.or(Some(a)),
-                                            }
-                                        }
-                                    }
-                                }
-                            });
-                            for (_, (cap, sums, overflow)) in take_complete(&mut stash, frontier) {
-                                let mut values = values.borrow_mut();
-                                let mut x_local = x_local.borrow_mut();
-                                let mut changed = 0u64;
-                                for (a, x) in sums {
-                                    if values.insert(a, x) != Some(x) {
-                                        changed += 1;
-                                    }
-                                    // The same owner holds `a` as a follower, if it follows anyone.
-                                    if let Some(&bi) = share.dense.get(&a) {
-                                        x_local[bi as usize] = x;
-                                    }
-                                }
-                                output.session(&cap).give((changed, overflow));
-                            }
-                        }
-                    })
-                    .container::<Vec<Report>>()
-                    .broadcast()
-                    .unary_frontier(Pipeline, "Total", move |_cap, _info| {
-                        let mut stash: BTreeMap<u64, (Capability<u64>, u64, Option<u64>)> =
-                            BTreeMap::new();
-                        move |(input, frontier), output| {
-                            input.for_each_stamp(|cap, data| {
-                                if let Some(cap) = cap.retain_least(output.output_index()) {
-                                    let t = *cap.time();
-                                    let entry = stash.entry(t).or_insert_with(|| (cap, 0, None));
-                                    for batch in data {
-                                        for (changed, overflow) in batch.drain(..) {
-                                            entry.1 += changed;
-                                            entry.2 = entry.2.or(overflow);
-                                        }
-                                    }
-                                }
-                            });
-                            for (t, (cap, total, overflow)) in take_complete(&mut stash, frontier) {
-                                reports.borrow_mut().insert(t, (total, overflow));
-                                output.session(&cap).give(());
-                            }
-                        }
-                    })
-                    .container::<Vec<()>>()
-                    .probe_with(&probe);
-            });
-        }
-        let mut terms = vec![0u64; share.following.len()];
-        let mut round: u64 = 0;
-        let result: Result<usize, Overflow> = loop {
-            {
-                let x_local = x_local.borrow();
-                for (t, (&x, &f)) in terms.iter_mut().zip(x_local.iter().zip(&share.following)) {
-                    *t = term(x, u64::from(f));
-                }
-            }
-            let mut local_overflow = None;
-            for (i, &a) in share.targets.iter().enumerate() {
-                let mut sum: u64 = 0;
-                for &b in &share.followers[share.offsets[i]..share.offsets[i + 1]] {
-                    match sum.checked_add(terms[b as usize]) {
-                        Some(v) => sum = v,
-                        None => local_overflow = local_overflow.or(Some(a)),
-                    }
-                }
-                input.send((a, sum));
-            }
-            round += 1;
-            input.advance_to(round);
-            worker.step_while(|| probe.less_than(input.time()));
-            let (changed, overflow) = reports
-                .borrow()
-                .get(&(round - 1))
-                .copied()
-                .unwrap_or((0, None));
-            if let Some(node) = overflow.or(local_overflow) {
-                break Err(Overflow { node });
-            }
-            if changed == 0 {
-                break Ok(round as usize);
-            }
-        };
-        drop(input);
-        let mut table: Vec<(u64, u64)> = values.borrow().iter().map(|(&n, &x)| (n, x)).collect();
-        table.sort_unstable();
-        result.map(|rounds| (table, rounds))
+        let share = Share::new(&pairs, worker.index(), worker.peers());
+        let (part, rounds) = iterate(worker, share);
+        rounds.map(|n| (part, n))
     })
     .map_err(BatchError::Timely)?;
     let mut table = Vec::new();

@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod cluster;
 pub mod differential;
 pub mod online;
 mod packed;
