@@ -5,7 +5,7 @@ mod pipeline;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -40,6 +40,27 @@ struct KafkaArgs {
     /// timeouts); repeatable. Not stored: give it again to `resume`.
     #[arg(long = "kafka-opt", value_name = "KEY=VALUE")]
     kafka_opt: Vec<String>,
+}
+
+/// More than one process (timely's cluster configuration; `-h` is help).
+#[derive(clap::Args, Clone, Default)]
+struct ClusterArgs {
+    /// Processes of the cluster; every batch recomputation runs on all of
+    /// their workers (process 0 streams, updates online and owns the job).
+    #[arg(long, default_value_t = 1, help_heading = "Cluster")]
+    processes: usize,
+    /// This process's index. Process 0 runs the job; the others only serve
+    /// its timely workers (start them with the same --processes and
+    /// --hostfile; their other arguments are ignored) and exit with the job.
+    #[arg(long, default_value_t = 0, help_heading = "Cluster")]
+    process: usize,
+    /// host:port of every process, one per line, process 0 first (`#`
+    /// comments allowed).
+    #[arg(long, help_heading = "Cluster")]
+    hostfile: Option<PathBuf>,
+    /// Seconds to wait for the other processes to connect.
+    #[arg(long, default_value_t = 120, help_heading = "Cluster")]
+    cluster_timeout: u64,
 }
 
 /// Options of a streaming job.
@@ -77,6 +98,8 @@ struct RunArgs {
     until_end: bool,
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Recompute TunkRank from scratch every this many epochs, beside the
     /// stream, and compare it with the online table (outputs/<wid>/batch/<e>).
     #[arg(long, default_value_t = 0)]
@@ -138,6 +161,8 @@ enum Command {
         force: bool,
         #[command(flatten)]
         kafka: KafkaArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Write the online influence table of a committed epoch as CSV.
     Export {
@@ -650,6 +675,74 @@ impl std::fmt::Display for StoppedOnRequest {
 
 impl std::error::Error for StoppedOnRequest {}
 
+/// Runs `job` as process 0 of the cluster that `c` describes, or serves
+/// process 0 when this is another process, or just runs it without one.
+fn with_cluster(c: &ClusterArgs, job: impl FnOnce() -> Result<()>) -> Result<()> {
+    if c.processes <= 1 {
+        if c.process != 0 || c.hostfile.is_some() {
+            bail!("--process and --hostfile describe a cluster: give --processes N (N > 1) too");
+        }
+        return job();
+    }
+    let Some(hostfile) = &c.hostfile else {
+        bail!(
+            "--processes {} needs --hostfile: host:port of each process, one per line",
+            c.processes
+        );
+    };
+    if c.process >= c.processes {
+        bail!(
+            "--process {} is out of range: the processes are numbered 0 to {}",
+            c.process,
+            c.processes - 1
+        );
+    }
+    let spec = exoflow_graph::cluster::ClusterSpec {
+        addresses: exoflow_graph::cluster::read_hostfile(hostfile, c.processes)?,
+        process: c.process,
+        timeout: Duration::from_secs(c.cluster_timeout.max(1)),
+    };
+    exit_on_lost_peer();
+    if c.process > 0 {
+        eprintln!(
+            "exoflow: process {} of {} serves the timely workers of process 0 ({}); it ends with the job",
+            c.process, c.processes, spec.addresses[0]
+        );
+        let threads = exoflow_graph::cluster::serve(&spec, &|m| eprintln!("exoflow: {m}"))?;
+        eprintln!(
+            "exoflow: process {}: the job ended (served {threads} worker thread(s))",
+            c.process
+        );
+        return Ok(());
+    }
+    pipeline::set_cluster(spec);
+    let result = job();
+    pipeline::release_cluster();
+    result
+}
+
+/// Timely's network threads panic when another process goes away, and the
+/// workers would wait for it forever: end this process instead. Committed
+/// work is safe; the job resumes once every process is started again.
+fn exit_on_lost_peer() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("timely communication error") {
+            eprintln!(
+                "exoflow: error: lost another process of the cluster ({msg}); committed work is kept: start every process again, then `exoflow resume`"
+            );
+            std::process::exit(1);
+        }
+        default(info);
+    }));
+}
+
 fn run(args: &RunArgs) -> Result<()> {
     let partitions = args.partitions.unwrap_or(2);
     if partitions == 0 || partitions > 4096 {
@@ -767,16 +860,17 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => with_cluster(&args.cluster, || run(args)),
         Command::Resume {
             store,
             workflow_id,
             force,
             kafka,
-        } => {
+            cluster,
+        } => with_cluster(cluster, || {
             pipeline::set_kafka_options(kafka.kafka_opt.clone());
             resume(store, workflow_id, *force)
-        }
+        }),
         Command::Export {
             store,
             workflow_id,

@@ -35,6 +35,7 @@ use exoflow_engine::codec::{self, Kind};
 use exoflow_engine::failpoint;
 use exoflow_engine::store::{put_once, PutOnce, Store};
 use exoflow_engine::{Dag, DagError, Failure, TaskContext, TaskOptions, Workflow};
+use exoflow_graph::cluster::{Cluster, ClusterSpec};
 use exoflow_graph::differential::Differential;
 use exoflow_graph::online::{Layered, Online};
 use exoflow_graph::recompute::Recompute;
@@ -138,6 +139,52 @@ static KAFKA_OPTIONS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::ne
 /// Sets this process's librdkafka settings (`KEY=VALUE`), once.
 pub fn set_kafka_options(opts: Vec<String>) {
     let _ = KAFKA_OPTIONS.set(opts);
+}
+
+/// The cluster this process leads (`--processes N`, process 0), formed
+/// when a stream starts and kept until [`release_cluster`]: every batch
+/// recomputation of the job runs on all its processes. Runtime wiring, like
+/// the Kafka settings: never stored, so a job resumes on another cluster.
+static CLUSTER_SPEC: std::sync::OnceLock<ClusterSpec> = std::sync::OnceLock::new();
+static CLUSTER: parking_lot::Mutex<Option<Arc<Cluster>>> = parking_lot::Mutex::new(None);
+
+/// Makes this process the leader of a cluster: process 0 of `spec`.
+pub fn set_cluster(spec: ClusterSpec) {
+    let _ = CLUSTER_SPEC.set(spec);
+}
+
+/// The cluster, formed on first use with `threads` workers per process;
+/// `None` without one.
+fn cluster(threads: usize, quiet: bool) -> Result<Option<Arc<Cluster>>> {
+    let Some(spec) = CLUSTER_SPEC.get() else {
+        return Ok(None);
+    };
+    let mut slot = CLUSTER.lock();
+    if slot.is_none() {
+        let n = spec.addresses.len();
+        if !quiet {
+            eprintln!(
+                "exoflow: process 0 of {n} waits for the other processes of the cluster ({threads} worker thread(s) each)"
+            );
+        }
+        let say = |msg: &str| eprintln!("exoflow: {msg}");
+        let c = Cluster::lead(spec, threads, &say).context("forming the cluster")?;
+        if !quiet {
+            eprintln!(
+                "exoflow: cluster formed: {} processes x {} workers run the batch recomputations",
+                c.processes(),
+                c.threads()
+            );
+        }
+        *slot = Some(Arc::new(c));
+    }
+    Ok(slot.clone())
+}
+
+/// Ends the cluster, if any: the other processes exit.
+pub fn release_cluster() {
+    let c = CLUSTER.lock().take();
+    drop(c);
 }
 
 /// Connects to a Kafka source `kafka://HOST:PORT[,...]/TOPIC`.
@@ -832,7 +879,8 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         commit_cv: parking_lot::Condvar::new(),
         closing: AtomicBool::new(false),
     });
-    let mut batcher = batch::Batcher::new(ctx, cfg, shared.clone());
+    let cluster = cluster(cfg.workers, quiet)?;
+    let mut batcher = batch::Batcher::new(ctx, cfg, shared.clone(), cluster);
     let mut first_missing = c + 1;
     for e in 1..=c {
         let batch_missing = batch::due(cfg, e) && store.get(&keys.batch(e))?.is_none();
@@ -1188,7 +1236,7 @@ pub fn batch_at(
     let state = state_at(store, wid, at)?;
     let edges = Arc::new(state.online.edges());
     let online = state.online.table();
-    let (bytes, report, table) = recompute(at, edges, &online, workers)?;
+    let (bytes, report, table) = recompute(at, edges, &online, workers, None)?;
     let keys = Keys {
         wid: wid.to_owned(),
     };

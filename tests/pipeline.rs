@@ -119,11 +119,23 @@ fn start_and_kill(
     delay: Duration,
     failpoints: Option<&str>,
 ) -> bool {
+    start_and_kill_with(store, args, &[], delay, failpoints)
+}
+
+/// [`start_and_kill`], with `resume_extra` given to a resume.
+fn start_and_kill_with(
+    store: &Path,
+    args: &[String],
+    resume_extra: &[String],
+    delay: Duration,
+    failpoints: Option<&str>,
+) -> bool {
     let mut c = exoflow();
     if workflow_exists(store) {
         c.args(["resume", "--store"])
             .arg(store)
-            .args(["--workflow-id", "job"]);
+            .args(["--workflow-id", "job"])
+            .args(resume_extra);
     } else {
         c.args(args);
     }
@@ -334,6 +346,158 @@ fn exactly_once(source: &str, s3: bool, checkpoint: &str, extra: &[&str], seed: 
         export(&store, None, &dir.path().join("got.csv")),
         want_export
     );
+}
+
+/// A hostfile of two free local ports, and the cluster flags of process 0.
+fn two_processes(dir: &Path) -> (PathBuf, Vec<String>) {
+    let hosts = dir.join("hosts");
+    let ports = [exoflow_testkit::free_port(), exoflow_testkit::free_port()];
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .expect("write hostfile");
+    let flags = [
+        "--processes",
+        "2",
+        "--hostfile",
+        hosts.to_str().unwrap_or_default(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    (hosts, flags)
+}
+
+/// Process 1 of a two-process cluster.
+fn peer(hosts: &Path) -> std::process::Child {
+    exoflow()
+        .args([
+            "run",
+            "--processes",
+            "2",
+            "--process",
+            "1",
+            "--cluster-timeout",
+            "30",
+            "--hostfile",
+        ])
+        .arg(hosts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn process 1")
+}
+
+/// Waits up to `secs` for the peer; kills it when it is still there.
+/// Returns its status (None: it had to be killed) and its stderr.
+fn end_peer(
+    mut child: std::process::Child,
+    secs: u64,
+) -> (Option<std::process::ExitStatus>, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (status, err)
+}
+
+/// Batch recomputations on two processes (timely's cluster over TCP) give
+/// the outputs of one process; so does a two-process job killed with
+/// SIGKILL (at a failpoint while batch tasks run, and at seeded random
+/// moments) and resumed on two processes each time. When process 0 dies,
+/// process 1 does not wait forever: it exits with an error that says so.
+#[test]
+fn two_processes_give_the_outputs_of_one_through_kills() {
+    let extra = ["--batch-every", "2", "--workers", "1", "--rate", "60000"];
+    let (_ref_dir, want) = uninterrupted(GEN, "async", &extra);
+    assert!(
+        want.keys()
+            .filter(|k| k.to_string_lossy().contains("/batch/"))
+            .count()
+            >= 10,
+        "the reference run has batch outputs"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hosts, flags) = two_processes(dir.path());
+    let mut args_extra: Vec<&str> = extra.to_vec();
+    args_extra.extend(flags.iter().map(String::as_str));
+
+    // Uninterrupted, on two processes.
+    let store = dir.path().join("whole");
+    let p1 = peer(&hosts);
+    check_ok(
+        exoflow()
+            .args(run_args(&store, GEN, "async", &args_extra))
+            .output()
+            .expect("run"),
+        "two-process run",
+    );
+    let (status, err) = end_peer(p1, 60);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "process 1: {status:?}\n{err}"
+    );
+    assert!(err.contains("the job ended"), "{err}");
+    assert_eq!(outputs(&store), want, "two processes, uninterrupted");
+
+    // Killed at a failpoint while batch tasks run, then at random moments.
+    let store = dir.path().join("killed");
+    let args = run_args(&store, GEN, "async", &args_extra);
+    let p1 = peer(&hosts);
+    assert!(
+        !start_and_kill_with(
+            &store,
+            &args,
+            &flags,
+            Duration::from_secs(600),
+            Some("stream.batch_done=3")
+        ),
+        "the failpoint was not hit"
+    );
+    let (status, err) = end_peer(p1, 60);
+    assert!(
+        status.is_some_and(|s| !s.success()) && err.contains("lost another process"),
+        "process 1 after process 0 died: {status:?}\n{err}"
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let mut kills = 0;
+    let finished = loop {
+        let delay = if kills < 4 {
+            Duration::from_millis(rng.random_range(100..900))
+        } else {
+            Duration::from_secs(600)
+        };
+        let p1 = peer(&hosts);
+        let done = start_and_kill_with(&store, &args, &flags, delay, None);
+        // Killed before the cluster formed, process 1 would wait for its
+        // timeout: it is ended here either way.
+        let (status, err) = end_peer(p1, 20);
+        if done {
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "process 1: {status:?}\n{err}"
+            );
+            break true;
+        }
+        kills += 1;
+        if kills > 20 {
+            break false;
+        }
+    };
+    assert!(finished && kills >= 4, "{kills} kills");
+    assert_eq!(outputs(&store), want, "two processes, after {kills} kills");
 }
 
 /// Batch recomputations beside the stream, at epochs 2, 5, 8, ...
@@ -633,6 +797,55 @@ fn misuse_is_a_clear_error() {
         "{err}"
     );
     assert!(!workflow_exists(&fresh));
+
+    // Cluster flags that do not describe a cluster, and a process 1 that
+    // never comes: each named.
+    let (hosts, flags) = two_processes(dir.path());
+    for (bad, want) in [
+        (vec!["--processes", "2"], "needs --hostfile"),
+        (vec!["--process", "1"], "give --processes N"),
+        (
+            vec![
+                "--processes",
+                "2",
+                "--process",
+                "2",
+                "--hostfile",
+                hosts.to_str().unwrap_or_default(),
+            ],
+            "out of range",
+        ),
+        (
+            vec![
+                "--processes",
+                "3",
+                "--hostfile",
+                hosts.to_str().unwrap_or_default(),
+            ],
+            "2 address(es) for 3 processes",
+        ),
+    ] {
+        let out = exoflow()
+            .args(run_args(&fresh, GEN, "sync", &bad))
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{bad:?}: {err}"
+        );
+    }
+    let mut lonely: Vec<&str> = flags.iter().map(String::as_str).collect();
+    lonely.extend(["--cluster-timeout", "1"]);
+    let out = exoflow()
+        .args(run_args(&fresh, GEN, "sync", &lonely))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("process 1") && err.contains("did not connect"),
+        "{err}"
+    );
 }
 
 /// SIGINT commits the epoch in flight and leaves the job STOPPED (exit

@@ -233,7 +233,11 @@ pub(crate) fn iterate(
         }
         round += 1;
         input.advance_to(round);
-        worker.step_while(|| probe.less_than(input.time()));
+        // Parked, not spinning, while other workers (perhaps other
+        // processes on the same cores) finish the round.
+        while probe.less_than(input.time()) {
+            worker.step_or_park(None);
+        }
         let (changed, overflow) = reports
             .borrow()
             .get(&(round - 1))

@@ -435,10 +435,22 @@ type Unit = timely::container::CapacityContainerBuilder<Vec<()>>;
 
 type JobResult = Result<(Table, usize), BatchError>;
 
+/// A job's graph: sorted, distinct pairs (b follows a).
+type Edges = Arc<Vec<(u64, u64)>>;
+
+/// What worker 0 gathers: rows, most rounds, first overflow, workers done.
+#[derive(Default)]
+struct Gathered {
+    rows: Table,
+    rounds: u64,
+    overflow: Option<u64>,
+    done: usize,
+}
+
 /// What process 0's workers share with the leading handle.
 struct Lead {
     /// The graph of the job being submitted.
-    slot: Mutex<Option<Arc<Vec<(u64, u64)>>>>,
+    slot: Mutex<Option<Edges>>,
     /// Commands to worker 0 (only it reads them).
     commands: Receiver<Command>,
     /// Results from worker 0.
@@ -499,8 +511,7 @@ fn job(worker: &mut Worker, lead: Option<&Lead>, threads: usize) {
     // 2. The iteration.
     let (rows, result) = iterate(worker, share);
     // 3. Every row and every worker's outcome to worker 0.
-    let gathered: Rc<RefCell<(Table, u64, Option<u64>, usize)>> =
-        Rc::new(RefCell::new((Vec::new(), 0, None, 0)));
+    let gathered: Rc<RefCell<Gathered>> = Rc::default();
     let mut input = InputHandleVec::<u64, Part>::new();
     let probe = ProbeHandle::new();
     {
@@ -516,14 +527,14 @@ fn job(worker: &mut Worker, lead: Option<&Lead>, threads: usize) {
                             for batch in data {
                                 for part in batch.drain(..) {
                                     match part {
-                                        Part::Row(n, x) => g.0.push((n, x)),
+                                        Part::Row(n, x) => g.rows.push((n, x)),
                                         Part::Done { rounds, overflow } => {
-                                            g.1 = g.1.max(rounds);
-                                            g.2 = match (g.2, overflow) {
+                                            g.rounds = g.rounds.max(rounds);
+                                            g.overflow = match (g.overflow, overflow) {
                                                 (Some(a), Some(b)) => Some(a.min(b)),
                                                 (a, b) => a.or(b),
                                             };
-                                            g.3 += 1;
+                                            g.done += 1;
                                         }
                                     }
                                 }
@@ -545,7 +556,12 @@ fn job(worker: &mut Worker, lead: Option<&Lead>, threads: usize) {
     drop(input);
     drain(worker, &probe);
     if index == 0 {
-        let (mut table, rounds, overflow, done) = gathered.take();
+        let Gathered {
+            rows: mut table,
+            rounds,
+            overflow,
+            done,
+        } = gathered.take();
         let result = if done != peers {
             Err(BatchError::Timely(format!(
                 "{done} of {peers} workers reported the job's end"
@@ -664,7 +680,9 @@ pub struct Cluster {
     results: Receiver<JobResult>,
     /// One job at a time.
     busy: Mutex<()>,
-    guards: Option<WorkerGuards<()>>,
+    /// In a mutex only to make the handle `Sync` (the guards hold the
+    /// network threads' `Send`-only guard).
+    guards: Mutex<Option<WorkerGuards<()>>>,
     processes: usize,
     threads: usize,
 }
@@ -697,7 +715,7 @@ impl Cluster {
             commands,
             results,
             busy: Mutex::new(()),
-            guards: Some(guards),
+            guards: Mutex::new(Some(guards)),
             processes: spec.addresses.len(),
             threads,
         })
@@ -716,7 +734,7 @@ impl Cluster {
     /// TunkRank of `pairs` (b follows a; sorted, distinct, no self-loops)
     /// on every worker of the cluster: the table and the number of rounds,
     /// the same as [`crate::batch::tunkrank`].
-    pub fn tunkrank(&self, pairs: Arc<Vec<(u64, u64)>>) -> Result<(Table, usize), BatchError> {
+    pub fn tunkrank(&self, pairs: Edges) -> Result<(Table, usize), BatchError> {
         let _busy = self.busy.lock();
         *self.lead.slot.lock() = Some(pairs);
         let sent = self.commands.send(Command::Batch);
@@ -736,7 +754,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Stop);
-        if let Some(guards) = self.guards.take() {
+        if let Some(guards) = self.guards.get_mut().take() {
             for r in guards.join() {
                 if let Err(e) = r {
                     eprintln!("exoflow: a cluster worker failed: {e}");
@@ -808,14 +826,15 @@ mod tests {
         let mut wrong = spec(&addresses, 1);
         wrong.addresses.push(free_addr());
         let server = std::thread::spawn(move || serve(&wrong, &|_| ()));
-        let led = Cluster::lead(&spec(&addresses, 0), 1, &|_| ());
-        let err = led.err().expect("refused").to_string();
+        let Err(err) = Cluster::lead(&spec(&addresses, 0), 1, &|_| ()) else {
+            panic!("a cluster that disagrees was formed");
+        };
+        let err = err.to_string();
         assert!(err.contains("--processes 3"), "{err}");
         let err = server
             .join()
             .expect("thread")
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(err.contains("--processes 2"), "{err}");
     }
@@ -843,10 +862,10 @@ mod tests {
             read_hostfile(&dir, 2).expect("read"),
             vec!["127.0.0.1:5000".to_owned(), "127.0.0.1:5001".to_owned()]
         );
-        let err = read_hostfile(&dir, 3).err().expect("short").to_string();
+        let err = read_hostfile(&dir, 3).expect_err("short").to_string();
         assert!(err.contains("2 address(es) for 3"), "{err}");
         std::fs::write(&dir, "127.0.0.1:5000\nlocalhost 5001\n").expect("write");
-        let err = read_hostfile(&dir, 2).err().expect("bad").to_string();
+        let err = read_hostfile(&dir, 2).expect_err("bad").to_string();
         assert!(err.contains("line 2"), "{err}");
         let _ = std::fs::remove_file(&dir);
     }

@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use exoflow_engine::failpoint;
 use exoflow_engine::store::Store;
 use exoflow_engine::{Failure, Spawned, TaskContext, TaskOptions};
+use exoflow_graph::cluster::Cluster;
 use exoflow_graph::{digest, format_fixed, Table};
 use serde::{Deserialize, Serialize};
 
@@ -65,19 +66,23 @@ struct BatchOutput<'a> {
     top: &'a [(u64, String)],
 }
 
-/// Recomputes TunkRank of `edges` (sorted, distinct pairs) on `workers`
-/// timely workers and compares it with `online`: the output's bytes, the
+/// Recomputes TunkRank of `edges` (sorted, distinct pairs) on the cluster
+/// when there is one, otherwise on `workers` timely workers of this
+/// process, and compares it with `online`: the output's bytes, the
 /// report and the batch table.
 pub fn recompute(
     epoch: u64,
     edges: Arc<Vec<(u64, u64)>>,
     online: &Table,
     workers: usize,
+    cluster: Option<&Cluster>,
 ) -> Result<(Vec<u8>, BatchReport, Table)> {
     let n_edges = edges.len() as u64;
-    let (table, rounds) =
-        exoflow_graph::batch::tunkrank(edges, timely::Config::process(workers.max(1)))
-            .with_context(|| format!("batch TunkRank at epoch {epoch}"))?;
+    let (table, rounds) = match cluster {
+        Some(c) => c.tunkrank(edges),
+        None => exoflow_graph::batch::tunkrank(edges, timely::Config::process(workers.max(1))),
+    }
+    .with_context(|| format!("batch TunkRank at epoch {epoch}"))?;
     let report = compare(epoch, &table, online);
     let top: Vec<(u64, String)> = exoflow_graph::online::top_k(table.iter().copied(), 100)
         .into_iter()
@@ -164,19 +169,26 @@ pub(super) struct Batcher<'a, 'c> {
     wid: String,
     generation: u64,
     workers: usize,
+    cluster: Option<Arc<Cluster>>,
     shared: Arc<Shared>,
     rows: Arc<parking_lot::Mutex<Vec<BatchRow>>>,
     pending: Vec<(u64, Spawned<BatchReport>)>,
 }
 
 impl<'a, 'c> Batcher<'a, 'c> {
-    pub(super) fn new(ctx: &'a TaskContext<'c>, cfg: &JobConfig, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(
+        ctx: &'a TaskContext<'c>,
+        cfg: &JobConfig,
+        shared: Arc<Shared>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Self {
             ctx,
             store: ctx.store_arc(),
             wid: ctx.workflow_id().as_str().to_owned(),
             generation: ctx.generation(),
             workers: cfg.workers,
+            cluster,
             shared,
             rows: Arc::new(parking_lot::Mutex::new(Vec::new())),
             pending: Vec::new(),
@@ -201,7 +213,7 @@ impl<'a, 'c> Batcher<'a, 'c> {
         let keys = Keys {
             wid: self.wid.clone(),
         };
-        let (generation, workers) = (self.generation, self.workers);
+        let (generation, workers, cluster) = (self.generation, self.workers, self.cluster.clone());
         let spawned = self
             .ctx
             .spawn(
@@ -210,7 +222,7 @@ impl<'a, 'c> Batcher<'a, 'c> {
                 move |_| {
                     let started_at = now_ms();
                     let t = Instant::now();
-                    let (bytes, report, _) = recompute(e, edges.clone(), &online, workers)
+                    let (bytes, report, _) = recompute(e, edges.clone(), &online, workers, cluster.as_deref())
                         .map_err(|err| Failure::fatal(format!("{err:#}")))?;
                     failpoint::hit("stream.batch_done");
                     // The graph of epoch e is only a fact once COMMIT(e) is.
