@@ -3,6 +3,12 @@
 # experiments/results/<fig>.csv and renders experiments/figures/<fig>.png.
 #
 #   experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]
+#   experiments/run.sh recovery|maxrate [--quick]
+#
+# recovery and maxrate are the pipeline issue's benchmarks (CSV only):
+# the time from `resume` to the next committed epoch after a SIGKILL at
+# epoch 100 and 119 (snapshots every 20, scale 20), and the highest rate
+# that 10 s epochs sustain over an R-MAT scale 22 stream.
 #
 # --with-peers also measures the peers in the same run, in their own virtual
 # environment (experiments/.venv-peers, from peers/requirements.txt): Ray
@@ -84,6 +90,20 @@ criterion_fig() {
     "$exp/results/$fig.csv" "$exp/figures/$fig.png" "${peer[@]}"
 }
 
+recovery() {
+  local args=()
+  [ "$quick" = 1 ] && args=(--scale 14 --epoch-edges 2000 --snapshot-every 5 --kills 10,14)
+  step "recovery: kill -9 after an epoch, resume, time to the next committed epoch"
+  python3 "$exp/recovery.py" "$EXOFLOW" "$exp/work" "$exp/results/recovery.csv" "${args[@]}"
+}
+
+maxrate() {
+  local args=()
+  [ "$quick" = 1 ] && args=(--scale 16 --epoch-ms 1000 --rates 200000,400000)
+  step "maxrate: 10 s epochs over an R-MAT scale 22 stream at rising rates"
+  python3 "$exp/maxrate.py" "$EXOFLOW" "$exp/work" "$exp/results/maxrate.csv" "${args[@]}"
+}
+
 peers_venv() {
   if [ ! -x "$exp/.venv-peers/bin/python" ] || ! "$exp/.venv-peers/bin/python" -c "import ray, pyarrow" 2>/dev/null; then
     step "peers environment (experiments/.venv-peers)"
@@ -99,5 +119,7 @@ case $what in
   fig7c) fig7c ;;
   fig8a|fig8b|fig8c) criterion_fig "$what" ;;
   all) fig7c; criterion_fig fig8a; criterion_fig fig8b; criterion_fig fig8c ;;
-  *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]" >&2; exit 2 ;;
+  recovery) recovery ;;
+  maxrate) maxrate ;;
+  *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all|recovery|maxrate [--paper] [--quick] [--with-peers]" >&2; exit 2 ;;
 esac

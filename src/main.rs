@@ -161,6 +161,10 @@ enum Command {
         force: bool,
         #[command(flatten)]
         kafka: KafkaArgs,
+        /// Threads of the online update and timely workers per process for
+        /// this run (default: the job's); the outputs do not depend on it.
+        #[arg(long)]
+        workers: Option<usize>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -866,9 +870,13 @@ fn main() -> ExitCode {
             workflow_id,
             force,
             kafka,
+            workers,
             cluster,
         } => with_cluster(cluster, || {
             pipeline::set_kafka_options(kafka.kafka_opt.clone());
+            if let Some(w) = workers {
+                pipeline::set_workers(*w);
+            }
             resume(store, workflow_id, *force)
         }),
         Command::Export {

@@ -177,7 +177,9 @@ impl Differential {
                 let next = *input.time() + 1;
                 input.advance_to(next);
                 input.flush();
-                worker.step_while(|| probe.less_than(input.time()));
+                while probe.less_than(input.time()) {
+                    worker.step_or_park(None);
+                }
                 let rows = std::mem::take(&mut *changed.borrow_mut());
                 if reply.send(Ok(rows)).is_err() {
                     return;

@@ -40,6 +40,14 @@ impl Packed {
         Self::pack(lists.len(), |v| (&lists[v][..], &[][..]))
     }
 
+    /// Packs lists given as offsets into one array: node v's list is
+    /// `flat[offsets[v]..offsets[v + 1]]`.
+    pub(crate) fn from_csr(offsets: &[usize], flat: &[u32]) -> Self {
+        Self::pack(offsets.len().saturating_sub(1), |v| {
+            (&flat[offsets[v]..offsets[v + 1]], &[][..])
+        })
+    }
+
     /// Packs the lists `parts(v)` of nodes `0..n`, each in a segment with
     /// room to grow by an eighth (and one) before it spills.
     fn pack<'a>(n: usize, parts: impl Fn(usize) -> (&'a [u32], &'a [u32])) -> Self {

@@ -81,16 +81,84 @@ impl Recompute {
     /// follows a, no self-loops).
     pub fn from_pairs(pairs: &[(u64, u64)], threads: usize) -> Result<Self, Overflow> {
         let mut s = Self::new(threads);
-        let mut followers: Vec<Vec<u32>> = Vec::new();
-        for &(a, b) in pairs {
-            let (ai, bi) = (s.index(a), s.index(b));
-            followers.resize_with(s.ids.len(), Vec::new);
-            s.out[bi as usize].push(ai);
-            followers[ai as usize].push(bi);
+        // Dense index = rank among the sorted distinct ids of both ends:
+        // the followed nodes come sorted with the pairs, the followers are
+        // sorted here once (no map that grows edge by edge).
+        let mut followers_ids: Vec<u64> = pairs.iter().map(|&(_, b)| b).collect();
+        followers_ids.sort_unstable();
+        followers_ids.dedup();
+        let mut ids: Vec<u64> = Vec::with_capacity(followers_ids.len() + pairs.len() / 8);
+        let mut j = 0;
+        for (i, &(a, _)) in pairs.iter().enumerate() {
+            if i > 0 && pairs[i - 1].0 == a {
+                continue;
+            }
+            while followers_ids.get(j).is_some_and(|&b| b < a) {
+                ids.push(followers_ids[j]);
+                j += 1;
+            }
+            if followers_ids.get(j) == Some(&a) {
+                j += 1;
+            }
+            ids.push(a);
         }
-        followers.resize_with(s.ids.len(), Vec::new);
-        s.followers = Packed::from_lists(&followers);
-        drop(followers);
+        ids.extend_from_slice(&followers_ids[j..]);
+        drop(followers_ids);
+        let n = ids.len();
+        let mut dense: IdMap<u32> = IdMap::with_capacity_and_hasher(n, Default::default());
+        for (i, &id) in ids.iter().enumerate() {
+            dense.insert(id, i as u32);
+        }
+        // Each edge's follower index, looked up on the threads; in pair
+        // order these are the follower lists, grouped by followed node.
+        let chunk = pairs.len().div_ceil(s.threads).max(1);
+        let jobs: Vec<_> = pairs
+            .chunks(chunk)
+            .map(|part| {
+                let dense = &dense;
+                move || {
+                    part.iter()
+                        .map(|(_, b)| dense.get(b).copied().unwrap_or(u32::MAX))
+                        .collect::<Vec<u32>>()
+                }
+            })
+            .collect();
+        let mut flat: Vec<u32> = Vec::with_capacity(pairs.len());
+        for part in on_threads(jobs) {
+            match part {
+                Ok(v) => flat.extend(v),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        let mut offsets = vec![0usize; n + 1];
+        let mut out_len = vec![0u32; n];
+        let mut a_index: Vec<u32> = Vec::with_capacity(pairs.len());
+        let mut k = 0usize;
+        for (&(a, _), &bi) in pairs.iter().zip(&flat) {
+            while ids[k] < a {
+                k += 1;
+            }
+            offsets[k + 1] += 1;
+            out_len[bi as usize] += 1;
+            a_index.push(k as u32);
+        }
+        for v in 0..n {
+            offsets[v + 1] += offsets[v];
+        }
+        s.out = out_len
+            .iter()
+            .map(|&len| Vec::with_capacity(len as usize))
+            .collect();
+        drop(out_len);
+        for (&ai, &bi) in a_index.iter().zip(&flat) {
+            s.out[bi as usize].push(ai);
+        }
+        drop(a_index);
+        s.followers = Packed::from_csr(&offsets, &flat);
+        drop(flat);
+        s.ids = ids;
+        s.dense = dense;
+        s.x = vec![0; n];
         s.edge_count = pairs.len();
         s.relabel();
         s.iterate()?;

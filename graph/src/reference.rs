@@ -229,6 +229,72 @@ pub fn to_f64(x: u64) -> f64 {
     (x / ONE) as f64 + (x % ONE) as f64 / ONE as f64
 }
 
+/// The edge set `base` (sorted, distinct, no self-loops) after `ops` in
+/// order (the last operation on a pair wins; self-loops are dropped), by
+/// one stable sort of the operations and a merge: what recovery uses to
+/// fold many epochs' logs into a snapshot without a step per epoch.
+pub fn apply_ops_to(base: Vec<(u64, u64)>, ops: &[EdgeOp]) -> Vec<(u64, u64)> {
+    use std::cmp::Ordering;
+    if ops.is_empty() {
+        return base;
+    }
+    let mut last: Vec<(u64, u64, bool)> = ops
+        .iter()
+        .filter(|op| op.src != op.dst)
+        .map(|op| (op.src, op.dst, op.insert))
+        .collect();
+    // Stable: the operations on one pair stay in order; keep the last.
+    last.sort_by_key(|&(a, b, _)| (a, b));
+    let mut w = 0;
+    for i in 0..last.len() {
+        if last
+            .get(i + 1)
+            .is_none_or(|n| (n.0, n.1) != (last[i].0, last[i].1))
+        {
+            last[w] = last[i];
+            w += 1;
+        }
+    }
+    last.truncate(w);
+    let mut out = Vec::with_capacity(base.len() + last.len());
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (base.get(i), last.get(j)) {
+            (Some(&p), Some(&(a, b, insert))) => match p.cmp(&(a, b)) {
+                Ordering::Less => {
+                    out.push(p);
+                    i += 1;
+                }
+                Ordering::Equal => {
+                    if insert {
+                        out.push(p);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                Ordering::Greater => {
+                    if insert {
+                        out.push((a, b));
+                    }
+                    j += 1;
+                }
+            },
+            (Some(&p), None) => {
+                out.push(p);
+                i += 1;
+            }
+            (None, Some(&(a, b, insert))) => {
+                if insert {
+                    out.push((a, b));
+                }
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +402,13 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn ops_folded_into_a_base_equal_ops_applied_in_order(a in ops_strategy(), b in ops_strategy()) {
+            let all: Vec<EdgeOp> = a.iter().chain(&b).copied().collect();
+            prop_assert_eq!(apply_ops_to(apply_ops(&a), &b), apply_ops(&all));
+            prop_assert_eq!(apply_ops_to(Vec::new(), &all), apply_ops(&all));
+        }
 
         #[test]
         fn fixed_point_is_within_the_bound_of_f64(ops in ops_strategy()) {
