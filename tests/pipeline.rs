@@ -471,6 +471,31 @@ fn two_processes_give_the_outputs_of_one_through_kills() {
         status.is_some_and(|s| !s.success()) && err.contains("lost another process"),
         "process 1 after process 0 died: {status:?}\n{err}"
     );
+    // Process 1 dies under a running process 0: process 0 stops too, with
+    // an error that says so, instead of waiting for it.
+    let before = outputs(&store).len();
+    let mut p1 = peer(&hosts);
+    let mut p0 = exoflow()
+        .args(["resume", "--store"])
+        .arg(&store)
+        .args(["--workflow-id", "job"])
+        .args(&flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn process 0");
+    // The cluster forms before the first epoch: a new output means it is up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while outputs(&store).len() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = p1.kill();
+    let _ = p1.wait();
+    let (status, err) = end_peer(p0, 60);
+    assert!(
+        status.is_some_and(|s| !s.success()) && err.contains("lost another process"),
+        "process 0 after process 1 died: {status:?}\n{err}"
+    );
     // Resumed on two processes, or on one with other workers, in turn.
     let one_process: Vec<String> = vec!["--workers".into(), "2".into()];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
