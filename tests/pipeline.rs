@@ -475,7 +475,7 @@ fn two_processes_give_the_outputs_of_one_through_kills() {
     // an error that says so, instead of waiting for it.
     let before = outputs(&store).len();
     let mut p1 = peer(&hosts);
-    let mut p0 = exoflow()
+    let p0 = exoflow()
         .args(["resume", "--store"])
         .arg(&store)
         .args(["--workflow-id", "job"])
