@@ -3,16 +3,20 @@
 # experiments/results/<fig>.csv and renders experiments/figures/<fig>.png.
 #
 #   experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]
-#   experiments/run.sh recovery|maxrate [--quick]
+#   experiments/run.sh recovery|maxrate|cost [--quick] [--with-peers]
 #
-# recovery and maxrate are the pipeline issue's benchmarks (CSV only):
+# cost is the graph issue's batch comparison (CSV only): the whole batch run
+# of exoflow (reference, timely 1 and 2 workers) and, --with-peers, PySpark
+# local[2] on the same R-MAT scale 20 edge file, its table checked against
+# ours. recovery and maxrate are the pipeline issue's benchmarks (CSV only):
 # the time from `resume` to the next committed epoch after a SIGKILL at
 # epoch 100 and 119 (snapshots every 20, scale 20), and the highest rate
 # that 10 s epochs sustain over an R-MAT scale 22 stream.
 #
 # --with-peers also measures the peers in the same run, in their own virtual
 # environment (experiments/.venv-peers, from peers/requirements.txt): Ray
-# Workflows for Fig 8c. A peer is plotted only when measured in that run.
+# Workflows for Fig 8a, 8b and 8c, PySpark local[2] for `cost`. A peer is
+# plotted only when measured in that run.
 # --paper runs the paper's sizes (fig7c: 10 s epochs, 350 epochs, a batch
 # every 20 from 160); --quick a smoke run of a few epochs.
 set -euo pipefail
@@ -76,14 +80,18 @@ criterion_fig() {
   rm -rf "$root/target/criterion/$fig"
   cargo bench --quiet --bench engine -- "$fig" 2>&1 | grep -E "^$fig/|time:|thrpt:|not measured" || true
   local peer=()
-  if [ "$peers" = 1 ] && [ "$fig" = fig8c ]; then
+  if [ "$peers" = 1 ]; then
     peers_venv
     step "$fig: Ray Workflows 2.47.1 on the same work"
-    local n=(200 4 3)
-    [ "$quick" = 1 ] && n=(20 1 1)
-    "$exp/.venv-peers/bin/python" "$exp/peers/ray_fig8c.py" "$exp/work/fig8c_ray.csv" "${n[@]}" 2>&1 \
+    local n=()
+    case $fig in
+      fig8c) n=(200 4 3); [ "$quick" = 1 ] && n=(20 1 1) ;;
+      *) n=(5); [ "$quick" = 1 ] && n=(1) ;;
+    esac
+    rm -f "$exp/work/${fig}_ray.csv"
+    "$exp/.venv-peers/bin/python" "$exp/peers/ray_$fig.py" "$exp/work/${fig}_ray.csv" "${n[@]}" 2>&1 \
       | grep -E "^ray-workflows" || true
-    peer=("$exp/work/fig8c_ray.csv")
+    [ -s "$exp/work/${fig}_ray.csv" ] && peer=("$exp/work/${fig}_ray.csv")
   fi
   step "$fig: results/$fig.csv, figures/$fig.png"
   "$exp/.venv/bin/python" "$exp/criterion_fig.py" "$fig" "$root/target/criterion" \
@@ -104,10 +112,24 @@ maxrate() {
   python3 "$exp/maxrate.py" "$EXOFLOW" "$exp/work" "$exp/results/maxrate.csv" "${args[@]}"
 }
 
+cost() {
+  local args=(--scale 20)
+  [ "$quick" = 1 ] && args=(--scale 12 --repeats 1)
+  if [ "$peers" = 1 ]; then
+    peers_venv
+    args+=(--peers-python "$exp/.venv-peers/bin/python")
+  fi
+  step "cost: batch TunkRank from scratch, exoflow beside PySpark local[2]"
+  python3 "$exp/cost.py" "$EXOFLOW" "$exp/work" "$exp/results/cost.csv" "${args[@]}"
+}
+
 peers_venv() {
   if [ ! -x "$exp/.venv-peers/bin/python" ] || ! "$exp/.venv-peers/bin/python" -c "import ray, pyarrow" 2>/dev/null; then
     step "peers environment (experiments/.venv-peers)"
     python3 -m venv "$exp/.venv-peers"
+    "$exp/.venv-peers/bin/pip" install --quiet -r "$exp/peers/requirements.txt"
+  fi
+  if ! "$exp/.venv-peers/bin/python" -c "import pyspark" 2>/dev/null; then
     "$exp/.venv-peers/bin/pip" install --quiet -r "$exp/peers/requirements.txt"
   fi
 }
@@ -120,6 +142,7 @@ case $what in
   fig8a|fig8b|fig8c) criterion_fig "$what" ;;
   all) fig7c; criterion_fig fig8a; criterion_fig fig8b; criterion_fig fig8c ;;
   recovery) recovery ;;
+  cost) cost ;;
   maxrate) maxrate ;;
-  *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all|recovery|maxrate [--paper] [--quick] [--with-peers]" >&2; exit 2 ;;
+  *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all|recovery|maxrate|cost [--paper] [--quick] [--with-peers]" >&2; exit 2 ;;
 esac

@@ -365,6 +365,7 @@ fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Resul
     let pairs = reference::apply_ops(&ops);
     let build_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
+    let n_pairs = pairs.len();
     let (table, rounds) = if use_reference {
         reference::tunkrank_rounds(&reference::Graph::from_sorted_pairs(&pairs))?
     } else {
@@ -372,7 +373,7 @@ fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Resul
             bail!("--workers must be at least 1");
         }
         exoflow_graph::batch::tunkrank(
-            std::sync::Arc::new(pairs.clone()),
+            std::sync::Arc::new(pairs),
             timely::Config::process(workers),
         )?
     };
@@ -381,7 +382,7 @@ fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Resul
     eprintln!(
         "exoflow: {} edge operations -> {} edges, {} influence rows; {} rounds on {}; read {read_s:.2}s, graph {build_s:.2}s, compute {compute_s:.2}s; written to {}",
         ops.len(),
-        pairs.len(),
+        n_pairs,
         table.len(),
         rounds,
         if use_reference { "the reference".to_owned() } else { format!("{workers} timely worker(s)") },

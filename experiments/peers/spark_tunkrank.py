@@ -26,6 +26,7 @@ def main():
              .config("spark.driver.memory", "8g")
              .config("spark.sql.shuffle.partitions", "8")
              .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     spark.sparkContext.setCheckpointDir(os.path.join(os.path.dirname(os.path.abspath(out)), "spark-ckpt"))

@@ -55,20 +55,20 @@ pub(crate) struct Share {
     /// How many nodes each local follower follows.
     following: Vec<u32>,
     /// Local follower index of each local follower id.
-    dense: crate::IdMap<u32>,
+    dense: crate::IdIndex,
 }
 
 impl Share {
     /// Takes the worker's edges in the pairs' order (sorted by followed
-    /// node): no sort, one hash lookup per local edge.
+    /// node): no sort, one index lookup per local edge.
     pub(crate) fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
         let mut targets = Vec::new();
         let mut offsets = Vec::new();
         let mut followers = Vec::new();
         let mut following: Vec<u32> = Vec::new();
         // Sized for an average following of 8, to spare most rehashing.
-        let mut dense: crate::IdMap<u32> =
-            crate::IdMap::with_capacity_and_hasher(pairs.len() / peers / 8, Default::default());
+        let max_id = pairs.iter().map(|&(_, b)| b).max().unwrap_or(0);
+        let mut dense = crate::IdIndex::for_ids(max_id, pairs.len() / peers / 8);
         for &(a, b) in pairs {
             if owner(b, peers) != index {
                 continue;
@@ -78,7 +78,7 @@ impl Share {
                 offsets.push(followers.len());
             }
             let next = following.len() as u32;
-            let bi = *dense.entry(b).or_insert(next);
+            let bi = dense.get_or_insert(b, next);
             if bi == next {
                 following.push(0);
             }
@@ -117,8 +117,108 @@ fn take_complete<V>(
 type Report = (u64, Option<u64>);
 /// Reports by round.
 type Reports = Rc<RefCell<BTreeMap<u64, Report>>>;
-/// Partial sums of a round waiting for its end: capability, sums, overflow.
-type SumStash = BTreeMap<u64, (Capability<u64>, crate::IdMap<u64>, Option<u64>)>;
+/// Partial sums of a round waiting for its end: capability, sums by owned
+/// index, overflow.
+type SumStash = BTreeMap<u64, (Capability<u64>, Vec<u64>, Option<u64>)>;
+
+/// `data` exchanged among all workers by `route`: what this worker
+/// receives. Every worker must call it at the same point.
+pub(crate) fn exchanged<D>(
+    worker: &mut timely::worker::Worker,
+    data: impl IntoIterator<Item = D>,
+    route: impl Fn(&D) -> u64 + 'static,
+) -> Vec<D>
+where
+    D: timely::ExchangeData + Clone,
+{
+    let received: Rc<RefCell<Vec<D>>> = Rc::default();
+    let mut input = InputHandleVec::<u64, D>::new();
+    let probe = ProbeHandle::new();
+    {
+        let received = received.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            input
+                .to_stream(scope)
+                .exchange(move |d: &D| route(d))
+                .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                    Pipeline,
+                    "Received",
+                    move |_, _| {
+                        move |input, _output| {
+                            input.for_each_stamp(|_, data| {
+                                let mut received = received.borrow_mut();
+                                for batch in data {
+                                    received.append(batch);
+                                }
+                            });
+                        }
+                    },
+                )
+                .probe_with(&probe);
+        });
+    }
+    for d in data {
+        input.send(d);
+    }
+    drop(input);
+    while !probe.done() {
+        worker.step_or_park(None);
+    }
+    received.take()
+}
+
+/// Who owns what, agreed before the rounds: every node with a follower has
+/// a dense index at its owner, so that a round's partial sums travel as
+/// `(owner, index, sum)` and add up in arrays, not hash maps.
+struct Owned {
+    /// The nodes this worker owns that have a follower, ascending.
+    ids: Vec<u64>,
+    /// The local follower index of each owned node that follows someone.
+    as_follower: Vec<u32>,
+    /// For each of `share.targets`: its owner and its index there.
+    target_slot: Vec<(u32, u32)>,
+}
+
+impl Owned {
+    fn agree(worker: &mut timely::worker::Worker, share: &Share) -> Self {
+        let (me, peers) = (worker.index() as u32, worker.peers());
+        // Each target to its owner, saying who asks.
+        let mut asked = exchanged(
+            worker,
+            share.targets.iter().map(|&a| (a, me)),
+            move |&(a, _)| owner(a, peers) as u64,
+        );
+        asked.sort_unstable();
+        let mut ids: Vec<u64> = asked.iter().map(|&(a, _)| a).collect();
+        ids.dedup();
+        let as_follower = ids
+            .iter()
+            .map(|&a| share.dense.get(a).unwrap_or(NO_FOLLOWER))
+            .collect();
+        // The index of each target back to who asked.
+        let mut answers = exchanged(
+            worker,
+            asked.into_iter().map(|(a, from)| {
+                let index = ids.partition_point(|&x| x < a) as u32;
+                (from, a, index)
+            }),
+            |&(from, _, _)| u64::from(from),
+        );
+        answers.sort_unstable_by_key(|&(_, a, _)| a);
+        let target_slot = answers
+            .into_iter()
+            .map(|(_, a, index)| (owner(a, peers) as u32, index))
+            .collect();
+        Self {
+            ids,
+            as_follower,
+            target_slot,
+        }
+    }
+}
+
+/// An owned node that follows no one.
+const NO_FOLLOWER: u32 = u32::MAX;
 
 /// The from-zero iteration on this worker's share, with every other worker
 /// of the computation running the same: this worker's rows of the table
@@ -127,25 +227,25 @@ pub(crate) fn iterate(
     worker: &mut timely::worker::Worker,
     share: Share,
 ) -> (Vec<(u64, u64)>, Result<usize, Overflow>) {
-    let peers = worker.peers();
+    let owned = Rc::new(Owned::agree(worker, &share));
     let share = Rc::new(share);
     // Values of the local followers, by local index, updated by the
     // summing operator as rounds complete.
     let x_local: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; share.following.len()]));
-    // Values of the nodes this worker owns (those with followers).
-    let values: Rc<RefCell<crate::IdMap<u64>>> = Rc::new(RefCell::new(crate::IdMap::default()));
+    // Values of the nodes this worker owns, by owned index.
+    let values: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; owned.ids.len()]));
     let reports: Reports = Rc::new(RefCell::new(BTreeMap::new()));
-    let mut input = InputHandleVec::<u64, (u64, u64)>::new();
+    let mut input = InputHandleVec::<u64, (u32, u32, u64)>::new();
     let probe = ProbeHandle::new();
     {
         let values = values.clone();
         let reports = reports.clone();
-        let share = share.clone();
+        let owned = owned.clone();
         let x_local = x_local.clone();
         worker.dataflow::<u64, _, _>(|scope| {
             input
                 .to_stream(scope)
-                .exchange(move |&(a, _): &(u64, u64)| owner(a, peers) as u64)
+                .exchange(|&(to, _, _): &(u32, u32, u64)| u64::from(to))
                 .unary_frontier(Pipeline, "Sum", move |_cap, _info| {
                     let mut stash: SumStash = BTreeMap::new();
                     move |(input, frontier), output| {
@@ -154,13 +254,15 @@ pub(crate) fn iterate(
                                 let t = *cap.time();
                                 let entry = stash
                                     .entry(t)
-                                    .or_insert_with(|| (cap, crate::IdMap::default(), None));
+                                    .or_insert_with(|| (cap, vec![0; owned.ids.len()], None));
                                 for batch in data {
-                                    for (a, partial) in batch.drain(..) {
-                                        let slot = entry.1.entry(a).or_insert(0);
+                                    for (_, i, partial) in batch.drain(..) {
+                                        let slot = &mut entry.1[i as usize];
                                         match slot.checked_add(partial) {
                                             Some(v) => *slot = v,
-                                            None => entry.2 = entry.2.or(Some(a)),
+                                            None => {
+                                                entry.2 = entry.2.or(Some(owned.ids[i as usize]))
+                                            }
                                         }
                                     }
                                 }
@@ -170,12 +272,14 @@ pub(crate) fn iterate(
                             let mut values = values.borrow_mut();
                             let mut x_local = x_local.borrow_mut();
                             let mut changed = 0u64;
-                            for (a, x) in sums {
-                                if values.insert(a, x) != Some(x) {
+                            for (i, x) in sums.into_iter().enumerate() {
+                                if values[i] != x {
+                                    values[i] = x;
                                     changed += 1;
                                 }
-                                // The same owner holds `a` as a follower, if it follows anyone.
-                                if let Some(&bi) = share.dense.get(&a) {
+                                // The same owner holds the node as a follower, if it follows anyone.
+                                let bi = owned.as_follower[i];
+                                if bi != NO_FOLLOWER {
                                     x_local[bi as usize] = x;
                                 }
                             }
@@ -229,7 +333,8 @@ pub(crate) fn iterate(
                     None => local_overflow = local_overflow.or(Some(a)),
                 }
             }
-            input.send((a, sum));
+            let (to, index) = owned.target_slot[i];
+            input.send((to, index, sum));
         }
         round += 1;
         input.advance_to(round);
@@ -251,8 +356,12 @@ pub(crate) fn iterate(
         }
     };
     drop(input);
-    let mut table: Vec<(u64, u64)> = values.borrow().iter().map(|(&n, &x)| (n, x)).collect();
-    table.sort_unstable();
+    let table: Vec<(u64, u64)> = owned
+        .ids
+        .iter()
+        .copied()
+        .zip(values.borrow().iter().copied())
+        .collect();
     (table, result)
 }
 
@@ -306,6 +415,38 @@ mod tests {
                 prop_assert_eq!(&got, &want, "{} workers", workers);
             }
         }
+    }
+
+    /// Sparse 64-bit ids take the hashed index, dense ones the direct
+    /// table: the same bits either way.
+    #[test]
+    fn sparse_and_dense_ids_give_the_same_table() {
+        let ops: Vec<EdgeOp> = (0..3000u64)
+            .map(|i| {
+                let z = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                EdgeOp {
+                    src: (z >> 11) % 300,
+                    dst: (z >> 37) % 300,
+                    insert: true,
+                }
+            })
+            .collect();
+        let sparse: Vec<EdgeOp> = ops
+            .iter()
+            .map(|o| EdgeOp {
+                src: o.src << 40 | 7,
+                dst: o.dst << 40 | 7,
+                insert: true,
+            })
+            .collect();
+        let (dense_t, _) =
+            tunkrank(Arc::new(pairs(&ops)), timely::Config::process(2)).expect("dense");
+        let (sparse_t, _) =
+            tunkrank(Arc::new(pairs(&sparse)), timely::Config::process(2)).expect("sparse");
+        let want = reference::tunkrank(&Graph::from_ops(&sparse)).expect("reference");
+        assert_eq!(sparse_t, want);
+        let relabeled: Vec<(u64, u64)> = dense_t.iter().map(|&(n, x)| (n << 40 | 7, x)).collect();
+        assert_eq!(sparse_t, relabeled);
     }
 
     #[test]

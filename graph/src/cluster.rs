@@ -35,14 +35,14 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Exchange, Operator, Probe};
-use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::dataflow::operators::Operator;
+use timely::dataflow::InputHandleVec;
 use timely::worker::Worker;
 use timely_communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
 use timely_communication::allocator::{AllocatorBuilder, ProcessBuilder};
 use timely_communication::{Hooks, WorkerGuards};
 
-use crate::batch::{iterate, owner, BatchError, Share};
+use crate::batch::{exchanged, iterate, owner, BatchError, Share};
 use crate::{Overflow, Table};
 
 /// Why a cluster could not be formed or kept.
@@ -430,9 +430,6 @@ enum Part {
     Done { rounds: u64, overflow: Option<u64> },
 }
 
-/// The (empty) output of a collecting operator, which only a probe watches.
-type Unit = timely::container::CapacityContainerBuilder<Vec<()>>;
-
 type JobResult = Result<(Table, usize), BatchError>;
 
 /// A job's graph: sorted, distinct pairs (b follows a).
@@ -457,124 +454,69 @@ struct Lead {
     results: Sender<JobResult>,
 }
 
-/// Steps `worker` until `probe` has seen everything.
-fn drain(worker: &mut Worker, probe: &ProbeHandle<u64>) {
-    while !probe.done() {
-        worker.step_or_park(None);
-    }
-}
-
 /// One recomputation, on every worker of every process.
 fn job(worker: &mut Worker, lead: Option<&Lead>, threads: usize) {
     let index = worker.index();
     let peers = worker.peers();
     // 1. Process 0's workers feed their slices; each edge goes to the owner
     //    of its follower.
-    let received: Rc<RefCell<Vec<(u64, u64)>>> = Rc::new(RefCell::new(Vec::new()));
-    let mut input = InputHandleVec::<u64, (u64, u64)>::new();
-    let probe = ProbeHandle::new();
-    {
-        let received = received.clone();
-        worker.dataflow::<u64, _, _>(|scope| {
-            input
-                .to_stream(scope)
-                .exchange(move |&(_, b): &(u64, u64)| owner(b, peers) as u64)
-                .unary::<Unit, _, _, _>(Pipeline, "Share", move |_, _| {
-                    move |input, _output| {
-                        input.for_each_stamp(|_, data| {
-                            let mut received = received.borrow_mut();
-                            for batch in data {
-                                received.append(batch);
-                            }
-                        });
-                    }
-                })
-                .probe_with(&probe);
-        });
-    }
-    if let Some(edges) = lead.and_then(|l| l.slot.lock().clone()) {
-        let local = index % threads;
-        let (from, to) = (
-            edges.len() * local / threads,
-            edges.len() * (local + 1) / threads,
-        );
-        for &e in &edges[from..to] {
-            input.send(e);
+    let edges = lead.and_then(|l| l.slot.lock().clone());
+    let slice: &[(u64, u64)] = match &edges {
+        Some(e) => {
+            let local = index % threads;
+            &e[e.len() * local / threads..e.len() * (local + 1) / threads]
         }
-    }
-    drop(input);
-    drain(worker, &probe);
-    let mut pairs = received.take();
+        None => &[],
+    };
+    let mut pairs = exchanged(worker, slice.iter().copied(), move |&(_, b)| {
+        owner(b, peers) as u64
+    });
+    drop(edges);
     pairs.sort_unstable();
     let share = Share::new(&pairs, index, peers);
     drop(pairs);
     // 2. The iteration.
     let (rows, result) = iterate(worker, share);
     // 3. Every row and every worker's outcome to worker 0.
-    let gathered: Rc<RefCell<Gathered>> = Rc::default();
-    let mut input = InputHandleVec::<u64, Part>::new();
-    let probe = ProbeHandle::new();
-    {
-        let gathered = gathered.clone();
-        worker.dataflow::<u64, _, _>(|scope| {
-            input
-                .to_stream(scope)
-                .exchange(|_: &Part| 0)
-                .unary::<Unit, _, _, _>(Pipeline, "Gather", move |_, _| {
-                    move |input, _output| {
-                        input.for_each_stamp(|_, data| {
-                            let mut g = gathered.borrow_mut();
-                            for batch in data {
-                                for part in batch.drain(..) {
-                                    match part {
-                                        Part::Row(n, x) => g.rows.push((n, x)),
-                                        Part::Done { rounds, overflow } => {
-                                            g.rounds = g.rounds.max(rounds);
-                                            g.overflow = match (g.overflow, overflow) {
-                                                (Some(a), Some(b)) => Some(a.min(b)),
-                                                (a, b) => a.or(b),
-                                            };
-                                            g.done += 1;
-                                        }
-                                    }
-                                }
-                            }
-                        });
-                    }
-                })
-                .probe_with(&probe);
-        });
-    }
-    for (n, x) in rows {
-        input.send(Part::Row(n, x));
-    }
     let (rounds, overflow) = match result {
         Ok(r) => (r as u64, None),
         Err(Overflow { node }) => (0, Some(node)),
     };
-    input.send(Part::Done { rounds, overflow });
-    drop(input);
-    drain(worker, &probe);
-    if index == 0 {
-        let Gathered {
-            rows: mut table,
-            rounds,
-            overflow,
-            done,
-        } = gathered.take();
-        let result = if done != peers {
-            Err(BatchError::Timely(format!(
-                "{done} of {peers} workers reported the job's end"
-            )))
-        } else if let Some(node) = overflow {
-            Err(BatchError::Overflow(Overflow { node }))
-        } else {
-            table.sort_unstable();
-            Ok((table, rounds as usize))
-        };
-        if let Some(lead) = lead {
-            let _ = lead.results.send(result);
+    let parts = rows
+        .into_iter()
+        .map(|(n, x)| Part::Row(n, x))
+        .chain(std::iter::once(Part::Done { rounds, overflow }));
+    let gathered = exchanged(worker, parts, |_| 0);
+    if index != 0 {
+        return;
+    }
+    let mut g = Gathered::default();
+    for part in gathered {
+        match part {
+            Part::Row(n, x) => g.rows.push((n, x)),
+            Part::Done { rounds, overflow } => {
+                g.rounds = g.rounds.max(rounds);
+                g.overflow = match (g.overflow, overflow) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                g.done += 1;
+            }
         }
+    }
+    let result = if g.done != peers {
+        Err(BatchError::Timely(format!(
+            "{} of {peers} workers reported the job's end",
+            g.done
+        )))
+    } else if let Some(node) = g.overflow {
+        Err(BatchError::Overflow(Overflow { node }))
+    } else {
+        g.rows.sort_unstable();
+        Ok((g.rows, g.rounds as usize))
+    };
+    if let Some(lead) = lead {
+        let _ = lead.results.send(result);
     }
 }
 

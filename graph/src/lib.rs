@@ -61,6 +61,90 @@ impl std::hash::Hasher for IdHasher {
 /// A map from node ids.
 pub type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// Dense `u32` indices of node ids: a direct table when the ids are small
+/// next to the number of nodes (most graph datasets number their nodes
+/// densely; R-MAT ids are a permutation of `0..2^scale`), a hash map
+/// otherwise. The table is 4 bytes per possible id with no probing, so a
+/// lookup is one access to a small array instead of a probe sequence in a
+/// map several times larger.
+#[derive(Debug, Clone)]
+pub enum IdIndex {
+    /// `table[id]` is the index, `u32::MAX` when absent.
+    Direct(Vec<u32>),
+    /// Any ids.
+    Hashed(IdMap<u32>),
+}
+
+impl Default for IdIndex {
+    fn default() -> Self {
+        Self::Hashed(IdMap::default())
+    }
+}
+
+impl IdIndex {
+    /// An empty index for ids up to `max_id`, about `expected` of them.
+    pub fn for_ids(max_id: u64, expected: usize) -> Self {
+        let direct_limit = (expected as u64)
+            .max(1 << 16)
+            .saturating_mul(8)
+            .min(1 << 30);
+        if max_id < direct_limit {
+            Self::Direct(vec![u32::MAX; max_id as usize + 1])
+        } else {
+            Self::Hashed(IdMap::with_capacity_and_hasher(
+                expected,
+                Default::default(),
+            ))
+        }
+    }
+
+    /// The index of `id`.
+    #[inline]
+    pub fn get(&self, id: u64) -> Option<u32> {
+        match self {
+            Self::Direct(t) => t.get(id as usize).copied().filter(|&i| i != u32::MAX),
+            Self::Hashed(m) => m.get(&id).copied(),
+        }
+    }
+
+    /// The index of `id`, given `next` when it has none yet.
+    #[inline]
+    pub fn get_or_insert(&mut self, id: u64, next: u32) -> u32 {
+        match self {
+            Self::Direct(t) => match t.get_mut(id as usize) {
+                Some(slot) => {
+                    if *slot == u32::MAX {
+                        *slot = next;
+                    }
+                    *slot
+                }
+                None => {
+                    // An id beyond the table: move to a map (rare: the table
+                    // was sized for the ids seen when it was made).
+                    let mut m: IdMap<u32> =
+                        IdMap::with_capacity_and_hasher(t.len() / 4, Default::default());
+                    for (i, &v) in t.iter().enumerate() {
+                        if v != u32::MAX {
+                            m.insert(i as u64, v);
+                        }
+                    }
+                    *self = Self::Hashed(m);
+                    self.get_or_insert(id, next)
+                }
+            },
+            Self::Hashed(m) => *m.entry(id).or_insert(next),
+        }
+    }
+
+    /// Bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Self::Direct(t) => t.capacity() * 4,
+            Self::Hashed(m) => m.capacity() * 16,
+        }
+    }
+}
+
 /// The fixed-point scale: a value of 1.0 is `ONE`.
 pub const ONE: u64 = 1_000_000_000;
 /// p = `P_NUM / P_DEN` = 0.00037.
@@ -129,6 +213,24 @@ pub fn term(x: u64, following: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_id_index_grows_from_a_table_into_a_map() {
+        let mut ix = IdIndex::for_ids(10, 4);
+        assert!(matches!(ix, IdIndex::Direct(_)));
+        assert_eq!(ix.get_or_insert(3, 0), 0);
+        assert_eq!(ix.get_or_insert(3, 1), 0);
+        assert_eq!(ix.get(4), None);
+        // An id past the table: the same answers from a map.
+        assert_eq!(ix.get_or_insert(1 << 50, 1), 1);
+        assert!(matches!(ix, IdIndex::Hashed(_)));
+        assert_eq!(
+            (ix.get(3), ix.get(1 << 50), ix.get(4)),
+            (Some(0), Some(1), None)
+        );
+        assert!(matches!(IdIndex::for_ids(u64::MAX, 4), IdIndex::Hashed(_)));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -67,7 +67,7 @@ impl Graph {
         debug_assert!(pairs.windows(2).all(|w| w[0] < w[1]));
         // Followed nodes first, in ascending order (the pairs are sorted by
         // them), then nodes that only follow, in first-seen order: no sort
-        // of all ids, one hash lookup per edge.
+        // of all ids, one index lookup per edge.
         let mut ids: Vec<u64> = Vec::new();
         let mut offsets: Vec<usize> = Vec::new();
         for (i, &(a, _)) in pairs.iter().enumerate() {
@@ -77,15 +77,20 @@ impl Graph {
             }
         }
         let with_followers = ids.len();
-        let mut dense: crate::IdMap<u32> =
-            crate::IdMap::with_capacity_and_hasher(2 * ids.len(), Default::default());
+        let max_id = pairs
+            .iter()
+            .map(|&(_, b)| b)
+            .chain(ids.last().copied())
+            .max()
+            .unwrap_or(0);
+        let mut dense = crate::IdIndex::for_ids(max_id, 2 * ids.len());
         for (i, &a) in ids.iter().enumerate() {
-            dense.insert(a, i as u32);
+            dense.get_or_insert(a, i as u32);
         }
         let mut followers = Vec::with_capacity(pairs.len());
         for &(_, b) in pairs {
             let next = ids.len() as u32;
-            let idx = *dense.entry(b).or_insert(next);
+            let idx = dense.get_or_insert(b, next);
             if idx == next {
                 ids.push(b);
             }
