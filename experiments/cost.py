@@ -7,13 +7,14 @@ seconds of each whole run (read the text file, build, iterate, write).
   cost.py EXOFLOW WORKDIR OUT.csv [--scale 20] [--peers-python PY] [--repeats 3]
 Writes: system,edges_file,seconds,x_faster_than_pyspark,x_vs_reference
 """
-import argparse
 import csv
 import os
 import statistics
 import subprocess
 import sys
 import time
+
+from drivers import arguments, write_rows
 
 
 def timed(cmd, repeats):
@@ -28,10 +29,7 @@ def timed(cmd, repeats):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("exoflow")
-    ap.add_argument("work")
-    ap.add_argument("out")
+    ap = arguments(__doc__)
     ap.add_argument("--scale", type=int, default=20)
     ap.add_argument("--peers-python")
     ap.add_argument("--repeats", type=int, default=3)
@@ -65,13 +63,13 @@ def main():
             print(f"cost: PySpark did not run or disagreed (see {log}): not measured", flush=True)
     spark = next((r["seconds"] for r in rows if r["system"].startswith("pyspark")), None)
     ref = rows[0]["seconds"]
-    with open(a.out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["system", "edges_file", "seconds", "x_faster_than_pyspark", "x_vs_reference"])
-        for r in rows:
-            w.writerow([r["system"], os.path.basename(edges), f"{r['seconds']:.2f}",
-                        f"{spark / r['seconds']:.1f}" if spark else "not measured",
-                        f"{ref / r['seconds']:.2f}"])
+    write_rows(a.out, [{
+        "system": r["system"],
+        "edges_file": os.path.basename(edges),
+        "seconds": f"{r['seconds']:.2f}",
+        "x_faster_than_pyspark": f"{spark / r['seconds']:.1f}" if spark else "not measured",
+        "x_vs_reference": f"{ref / r['seconds']:.2f}",
+    } for r in rows])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ is under one epoch of edges.
   maxrate.py EXOFLOW WORKDIR OUT.csv [--scale 22] [--epoch-ms 10000]
              [--rates 500000,1000000,2000000] [--workers 2]
 """
-import argparse
 import csv
 import glob
 import math
@@ -16,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+from drivers import arguments, write_rows
 
 
 def pct(xs, p):
@@ -26,10 +27,7 @@ def pct(xs, p):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("exoflow")
-    ap.add_argument("work")
-    ap.add_argument("out")
+    ap = arguments(__doc__)
     ap.add_argument("--scale", type=int, default=22)
     ap.add_argument("--epoch-ms", type=int, default=10000)
     ap.add_argument("--rates", default="500000,1000000,2000000")
@@ -81,10 +79,7 @@ def main():
               f"lag {end_lag} edges before the tail, {row['achieved_edges_per_s']} edges/s overall: "
               f"{'sustained' if ok else 'NOT sustained'}", flush=True)
         shutil.rmtree(store, ignore_errors=True)
-    with open(a.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(a.out, rows)
     best = max((r["rate"] for r in rows if r["sustained"]), default=0)
     print(f"maxrate: highest sustained rate {best} edges/s (goal 2000000)")
 

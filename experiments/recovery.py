@@ -9,14 +9,14 @@ committed (its output object appears).
 A kill at epoch 100 lands just after a snapshot (little to replay); at 119,
 19 epochs after it (the most a snapshot every 20 leaves to replay).
 """
-import argparse
-import csv
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+
+from drivers import arguments, write_rows
 
 
 def committed(store, wid):
@@ -52,10 +52,7 @@ def wait_for(path, proc, timeout):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("exoflow")
-    ap.add_argument("work")
-    ap.add_argument("out")
+    ap = arguments(__doc__)
     ap.add_argument("--scale", type=int, default=20)
     ap.add_argument("--epoch-edges", type=int, default=45000)
     ap.add_argument("--snapshot-every", type=int, default=20)
@@ -109,10 +106,7 @@ def main():
                   f"{c - snap} epochs replayed: {row['recovery_ms']} ms to commit epoch {c + 1}",
                   flush=True)
             shutil.rmtree(store, ignore_errors=True)
-    with open(a.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(a.out, rows)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,13 @@
 use crate::online::{record_change, sorted_pairs, Change, Online, OnlineError, Update};
 use crate::packed::Packed;
 use crate::table::row_hash;
-use crate::{term, EdgeOp, IdMap, Overflow};
+use crate::{term, EdgeOp, IdIndex, IdMap, Overflow};
 
 /// The recomputing implementation.
 #[derive(Debug, Clone, Default)]
 pub struct Recompute {
     /// Dense index of each node id.
-    dense: IdMap<u32>,
+    dense: IdIndex,
     /// Node id of each dense index.
     ids: Vec<u64>,
     /// `out[b]`: the nodes b follows.
@@ -105,9 +105,9 @@ impl Recompute {
         ids.extend_from_slice(&followers_ids[j..]);
         drop(followers_ids);
         let n = ids.len();
-        let mut dense: IdMap<u32> = IdMap::with_capacity_and_hasher(n, Default::default());
+        let mut dense = IdIndex::for_ids(ids.last().copied().unwrap_or(0), n);
         for (i, &id) in ids.iter().enumerate() {
-            dense.insert(id, i as u32);
+            dense.get_or_insert(id, i as u32);
         }
         // Each edge's follower index, looked up on the threads; in pair
         // order these are the follower lists, grouped by followed node.
@@ -118,7 +118,7 @@ impl Recompute {
                 let dense = &dense;
                 move || {
                     part.iter()
-                        .map(|(_, b)| dense.get(b).copied().unwrap_or(u32::MAX))
+                        .map(|&(_, b)| dense.get(b).unwrap_or(u32::MAX))
                         .collect::<Vec<u32>>()
                 }
             })
@@ -195,7 +195,7 @@ impl Recompute {
 
     fn index(&mut self, id: u64) -> u32 {
         let next = self.ids.len() as u32;
-        let i = *self.dense.entry(id).or_insert(next);
+        let i = self.dense.get_or_insert(id, next);
         if i == next {
             self.ids.push(id);
             self.out.push(Vec::new());
@@ -244,8 +244,12 @@ impl Recompute {
         self.followers = packed;
         self.ids = order.iter().map(|&v| self.ids[v as usize]).collect();
         self.x = order.iter().map(|&v| self.x[v as usize]).collect();
+        // Renumbered: the index is made anew, a direct table if the ids
+        // seen so far are dense.
+        let max_id = self.ids.iter().copied().max().unwrap_or(0);
+        self.dense = IdIndex::for_ids(max_id, self.ids.len());
         for (i, &id) in self.ids.iter().enumerate() {
-            self.dense.insert(id, i as u32);
+            self.dense.get_or_insert(id, i as u32);
         }
         self.labeled = (n, self.edge_count);
     }
@@ -597,7 +601,7 @@ impl Online for Recompute {
     }
 
     fn value(&self, node: u64) -> Option<u64> {
-        let &i = self.dense.get(&node)?;
+        let i = self.dense.get(node)?;
         (self.followers.len(i as usize) > 0).then(|| self.x[i as usize])
     }
 
@@ -624,7 +628,7 @@ impl Online for Recompute {
     fn memory_bytes(&self) -> usize {
         let n = self.ids.len();
         let out: usize = self.out.iter().map(|o| o.capacity() * 4).sum();
-        self.dense.capacity() * 13
+        self.dense.memory_bytes()
             + self.ids.capacity() * 8
             + n * 24
             + out
