@@ -7,14 +7,14 @@ off (our Skip analog). Median of REPEATS runs per point.
 usage: ray_fig8a.py OUT.csv [REPEATS]
 Writes: series,bytes,median_ms
 """
-import csv
 import statistics
 import sys
-import tempfile
 import time
 
 import ray
 from ray import workflow
+
+import raypeer
 
 SIZES = [1, 128 << 10, 1 << 20, 32 << 20, 128 << 20]
 
@@ -34,9 +34,7 @@ def consume(inp):
 def main():
     out = sys.argv[1]
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    storage = tempfile.mkdtemp(prefix="ray-workflow-")
-    ray.init(num_cpus=2, storage=storage, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False, object_store_memory=1 << 30)
+    raypeer.start()
     rows = []
     n = 0
     for mode, checkpoint in [("Sync", True), ("Skip", False)]:
@@ -50,11 +48,7 @@ def main():
             med = statistics.median(lat[1:]) * 1000
             rows.append([f"ray-workflows/{mode}", size, f"{med:.4f}"])
             print(f"ray-workflows fig8a {mode} {size} B: {med:.2f} ms", flush=True)
-    ray.shutdown()
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["series", "bytes", "median_ms"])
-        w.writerows(rows)
+    raypeer.finish(out, ["series", "bytes", "median_ms"], rows)
 
 
 if __name__ == "__main__":

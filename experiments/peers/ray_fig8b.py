@@ -8,15 +8,15 @@ Median of REPEATS runs.
 usage: ray_fig8b.py OUT.csv [REPEATS]
 Writes: handoff,edges,median_ms
 """
-import csv
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
 import ray
 from ray import workflow
+
+import raypeer
 
 EDGES = 1_048_288
 
@@ -42,9 +42,7 @@ def batch(edges):
 def main():
     out = sys.argv[1]
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    storage = tempfile.mkdtemp(prefix="ray-workflow-")
-    ray.init(num_cpus=2, storage=storage, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False, object_store_memory=1 << 30)
+    raypeer.start()
     rows = []
     n = 0
     for name, checkpoint in [("ray-workflows-in-memory/checkpoint-off", False),
@@ -60,11 +58,7 @@ def main():
         med = statistics.median(times[2:]) * 1000
         rows.append([name, EDGES, f"{med:.3f}"])
         print(f"ray-workflows fig8b {name}: {med:.1f} ms", flush=True)
-    ray.shutdown()
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["handoff", "edges", "median_ms"])
-        w.writerows(rows)
+    raypeer.finish(out, ["handoff", "edges", "median_ms"], rows)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ one after another as `workflow.run` returns, as the paper's artifact does.
 usage: ray_fig8c.py OUT.csv [SINGLE_RUNS FAN_RUNS REPEATS]
 Writes: workload,mode,tasks_per_iteration,median_s,tasks_per_s
 """
-import csv
 import statistics
 import sys
-import tempfile
 import time
 
 import ray
 from ray import workflow
+
+import raypeer
 
 
 @ray.remote
@@ -39,8 +39,7 @@ def timed(fn, repeats):
 def main():
     out = sys.argv[1]
     single_runs, fan_runs, repeats = (int(x) for x in (sys.argv[2:5] or ["200", "4", "3"]))
-    storage = tempfile.mkdtemp(prefix="ray-workflow-")
-    ray.init(num_cpus=2, storage=storage, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    raypeer.start()
     rows = []
     for mode, checkpoint in [("Sync", True), ("Skip", False)]:
         opts = workflow.options(checkpoint=checkpoint)
@@ -61,11 +60,7 @@ def main():
         tasks = fan_runs * 101
         rows.append(["fan100-tasks", mode, tasks, f"{med:.6f}", f"{tasks / med:.1f}"])
         print(f"ray-workflows fan100-tasks/{mode}: {tasks / med:.1f} tasks/s", flush=True)
-    ray.shutdown()
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["workload", "mode", "tasks_per_iteration", "median_s", "tasks_per_s"])
-        w.writerows(sorted(rows))
+    raypeer.finish(out, ["workload", "mode", "tasks_per_iteration", "median_s", "tasks_per_s"], sorted(rows))
 
 
 if __name__ == "__main__":
