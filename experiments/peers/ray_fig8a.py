@@ -8,7 +8,6 @@ usage: ray_fig8a.py OUT.csv [REPEATS]
 Writes: series,bytes,median_ms
 """
 import statistics
-import sys
 import time
 
 import ray
@@ -32,9 +31,7 @@ def consume(inp):
 
 
 def main():
-    out = sys.argv[1]
-    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    raypeer.start()
+    out, repeats = raypeer.start()
     rows = []
     n = 0
     for mode, checkpoint in [("Sync", True), ("Skip", False)]:

@@ -9,7 +9,6 @@ usage: ray_fig8b.py OUT.csv [REPEATS]
 Writes: handoff,edges,median_ms
 """
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -40,9 +39,7 @@ def batch(edges):
 
 
 def main():
-    out = sys.argv[1]
-    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    raypeer.start()
+    out, repeats = raypeer.start()
     rows = []
     n = 0
     for name, checkpoint in [("ray-workflows-in-memory/checkpoint-off", False),
