@@ -41,7 +41,9 @@ pub fn owner(v: u64, peers: usize) -> usize {
     let mut z = v.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    ((z ^ (z >> 31)) % peers as u64) as usize
+    // The high word of mix x peers: a multiply, where `%` is a division
+    // (every worker routes every edge through this).
+    ((u128::from(z ^ (z >> 31)) * peers as u128) >> 64) as usize
 }
 
 /// A worker's share of the graph: the edges of the followers it owns.
@@ -64,7 +66,7 @@ impl Share {
     pub(crate) fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
         let mut targets = Vec::new();
         let mut offsets = Vec::new();
-        let mut followers = Vec::new();
+        let mut followers = Vec::with_capacity(pairs.len() / peers + pairs.len() / 64);
         let mut following: Vec<u32> = Vec::new();
         // Sized for an average following of 8, to spare most rehashing.
         let max_id = pairs.iter().map(|&(_, b)| b).max().unwrap_or(0);
