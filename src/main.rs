@@ -695,18 +695,12 @@ fn with_cluster(c: &ClusterArgs, job: impl FnOnce() -> Result<()>) -> Result<()>
             c.processes
         );
     };
-    if c.process >= c.processes {
-        bail!(
-            "--process {} is out of range: the processes are numbered 0 to {}",
-            c.process,
-            c.processes - 1
-        );
-    }
     let spec = exoflow_graph::cluster::ClusterSpec {
         addresses: exoflow_graph::cluster::read_hostfile(hostfile, c.processes)?,
         process: c.process,
         timeout: Duration::from_secs(c.cluster_timeout.max(1)),
     };
+    spec.check()?;
     exit_on_lost_peer();
     if c.process > 0 {
         eprintln!(

@@ -329,8 +329,11 @@ impl Keys {
     fn manifest(&self, e: u64) -> String {
         format!("streams/{}/snapshots/{e:010}/MANIFEST", self.wid)
     }
+    fn online_prefix(&self) -> String {
+        format!("outputs/{}/online/", self.wid)
+    }
     fn online(&self, e: u64) -> String {
-        format!("outputs/{}/online/{e:010}", self.wid)
+        format!("{}{e:010}", self.online_prefix())
     }
     fn changes(&self, e: u64) -> String {
         format!("outputs/{}/changes/{e:010}", self.wid)
@@ -341,8 +344,11 @@ impl Keys {
     fn metrics(&self, generation: u64) -> String {
         format!("metrics/{}/{generation}/epochs.csv", self.wid)
     }
+    fn batch_prefix(&self) -> String {
+        format!("outputs/{}/batch/", self.wid)
+    }
     fn batch(&self, e: u64) -> String {
-        format!("outputs/{}/batch/{e:010}", self.wid)
+        format!("{}{e:010}", self.batch_prefix())
     }
     fn batches_metrics(&self, generation: u64) -> String {
         format!("metrics/{}/{generation}/batches.csv", self.wid)
@@ -520,16 +526,6 @@ impl State {
         Ok(Self { online, nodes })
     }
 
-    fn count(&mut self, changes: &[exoflow_graph::online::Change]) {
-        for c in changes {
-            match (c.old, c.new) {
-                (None, Some(_)) => self.nodes += 1,
-                (Some(_), None) => self.nodes -= 1,
-                _ => {}
-            }
-        }
-    }
-
     /// Applies an epoch; returns its output bytes and, if asked, its change
     /// set as CSV.
     fn apply(
@@ -543,7 +539,13 @@ impl State {
             .online
             .apply(&ops)
             .with_context(|| format!("epoch {epoch}"))?;
-        self.count(&update.changes);
+        for c in &update.changes {
+            match (c.old, c.new) {
+                (None, Some(_)) => self.nodes += 1,
+                (Some(_), None) => self.nodes -= 1,
+                _ => {}
+            }
+        }
         let top: Vec<(u64, String)> = self
             .online
             .top(100)
@@ -938,9 +940,9 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
     let mut batcher = batch::Batcher::new(ctx, cfg, shared.clone(), cluster);
     // One listing per kind, not one read per epoch.
     let written: std::collections::HashSet<String> = store
-        .list(&format!("outputs/{}/online/", keys.wid))?
+        .list(&keys.online_prefix())?
         .into_iter()
-        .chain(store.list(&format!("outputs/{}/batch/", keys.wid))?)
+        .chain(store.list(&keys.batch_prefix())?)
         .collect();
     let first_missing = (1..=c)
         .find(|&e| {
@@ -1334,7 +1336,7 @@ pub fn describe(store: &dyn Store, wid: &str) -> Result<Option<StreamStatus>> {
         None => BTreeMap::new(),
     };
     let mut batches = Vec::new();
-    for key in store.list(&format!("outputs/{wid}/batch/"))? {
+    for key in store.list(&keys.batch_prefix())? {
         let Some(v) = store
             .get(&key)?
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())

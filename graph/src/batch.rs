@@ -230,7 +230,6 @@ pub(crate) fn iterate(
     share: Share,
 ) -> (Vec<(u64, u64)>, Result<usize, Overflow>) {
     let owned = Rc::new(Owned::agree(worker, &share));
-    let share = Rc::new(share);
     // Values of the local followers, by local index, updated by the
     // summing operator as rounds complete.
     let x_local: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; share.following.len()]));

@@ -142,17 +142,19 @@ pub struct ClusterSpec {
 }
 
 impl ClusterSpec {
-    fn check(&self) -> Result<(), ClusterError> {
-        if self.addresses.len() < 2 {
+    /// Whether this describes a cluster that this process can be part of.
+    pub fn check(&self) -> Result<(), ClusterError> {
+        let n = self.addresses.len();
+        if n < 2 {
             return Err(ClusterError::Usage(
                 "a cluster has at least 2 processes".into(),
             ));
         }
-        if self.process >= self.addresses.len() {
+        if self.process >= n {
             return Err(ClusterError::Usage(format!(
-                "process {} of {}: the index must be below the number of processes",
+                "--process {} is out of range: the processes are numbered 0 to {}",
                 self.process,
-                self.addresses.len()
+                n - 1
             )));
         }
         Ok(())
