@@ -254,11 +254,15 @@ impl Recompute {
         self.labeled = (n, self.edge_count);
     }
 
-    /// Whether the graph grew enough since the last relabeling that new
-    /// nodes (numbered at the end) may have become hot.
+    /// Whether the graph doubled its nodes or edges since the last
+    /// relabeling, so that new nodes (numbered at the end) may have become
+    /// hot. Not sooner: a relabeling costs about two dense rounds (1 s at
+    /// 20M edges), and on a power-law stream the hot nodes stay hot as the
+    /// graph grows, so the order goes stale slowly; doubling keeps the cost
+    /// per edge constant.
     fn relabel_due(&self) -> bool {
         let (n, e) = self.labeled;
-        self.ids.len() > n + n / 8 + self.slack.0 || self.edge_count > e + e / 4 + self.slack.1
+        self.ids.len() > n + n + self.slack.0 || self.edge_count > e + e + self.slack.1
     }
 
     /// Node ranges of about equal edge counts, one per thread.
@@ -284,8 +288,9 @@ impl Recompute {
     fn iterate(&mut self) -> Result<(), Overflow> {
         let n = self.ids.len();
         let ranges = self.ranges();
+        // `x` is round r's values, `prev` round r - 1's.
         let mut x = vec![0u64; n];
-        let mut next = vec![0u64; n];
+        let mut prev = vec![0u64; n];
         // Terms fit in 32 bits unless a follower's influence is in the
         // thousands: half the bytes to keep in cache, and sums of fewer than
         // 2^32 such terms cannot overflow 64 bits. Wide terms otherwise.
@@ -293,9 +298,8 @@ impl Recompute {
         let mut wide: Vec<u64> = Vec::new();
         let mut rounds = 0;
         loop {
-            rounds += 1;
             let (out, followers, ids) = (&self.out, &self.followers, &self.ids);
-            let x_ref = &x;
+            let (x_ref, prev_ref) = (&x, &prev);
             let term_of = |v: usize| {
                 let f = out[v].len() as u64;
                 if f == 0 {
@@ -304,27 +308,58 @@ impl Recompute {
                     term(x_ref[v], f)
                 }
             };
-            // Terms, then sums: each thread owns a range of nodes.
-            let too_wide = par_ranges(&ranges, &mut narrow, |range, terms| {
-                let mut too_wide = false;
+            // Round r's terms, each thread on its range of nodes, and how
+            // many follow edges the terms that moved since round r - 1
+            // reach (a term moves only if its value did).
+            let parts = par_ranges(&ranges, &mut narrow, |range, terms| {
+                let (mut too_wide, mut reach) = (false, 0usize);
                 for (t, v) in terms.iter_mut().zip(range) {
                     let w = term_of(v);
                     too_wide |= w > u64::from(u32::MAX);
                     *t = w as u32;
+                    if rounds > 0 && x_ref[v] != prev_ref[v] {
+                        let f = out[v].len();
+                        if f > 0 && term(prev_ref[v], f as u64) != w {
+                            reach += f;
+                        }
+                    }
                 }
-                Ok(too_wide)
+                Ok((too_wide, reach))
             })?;
+            let too_wide = parts.iter().any(|p| p.0);
+            let reach: usize = parts.iter().map(|p| p.1).sum();
+            // Later rounds move few values: once the terms that changed
+            // reach a small part of the edges, push their differences
+            // instead of re-summing every list.
+            if rounds > 0 && reach <= self.edge_count / self.sparse_from.max(1) {
+                let deltas: Vec<Vec<(u32, i128)>> = on_threads(
+                    ranges
+                        .iter()
+                        .map(|r| {
+                            let r = r.clone();
+                            move || term_deltas(out, r.map(|v| (v as u32, prev_ref[v], x_ref[v]))).0
+                        })
+                        .collect(),
+                )
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect();
+                rounds += self.push_rounds(&mut x, deltas.concat())?;
+                break;
+            }
             if too_wide {
                 wide.resize(n, 0);
                 par_ranges(&ranges, &mut wide, |range, terms| {
                     for (t, v) in terms.iter_mut().zip(range) {
                         *t = term_of(v);
                     }
-                    Ok(false)
+                    Ok(())
                 })?;
             }
+            rounds += 1;
+            // Round r + 1's sums, into the buffer of round r - 1.
             let (narrow, wide) = (&narrow, &wide);
-            let changed = par_ranges(&ranges, &mut next, |range, next| {
+            let changed = par_ranges(&ranges, &mut prev, |range, next| {
                 let mut changed = false;
                 for (slot, a) in next.iter_mut().zip(range) {
                     let sum = if too_wide {
@@ -352,17 +387,10 @@ impl Recompute {
                     *slot = sum;
                 }
                 Ok(changed)
-            })?;
-            std::mem::swap(&mut x, &mut next);
+            })?
+            .contains(&true);
+            std::mem::swap(&mut x, &mut prev);
             if !changed {
-                break;
-            }
-            // Later rounds move few values: once the terms that changed
-            // reach a small part of the edges, push their differences
-            // instead of re-summing every list.
-            let (deltas, reach) = term_deltas(&self.out, (0..n).map(|v| (v as u32, next[v], x[v])));
-            if reach <= self.edge_count / self.sparse_from.max(1) {
-                rounds += self.push_rounds(&mut x, deltas)?;
                 break;
             }
         }
@@ -408,6 +436,31 @@ impl Recompute {
     }
 }
 
+/// Groups `items` by `key` (below `n`), keeping their order within a group
+/// (a counting sort): group k is `values[start[k]..start[k + 1]]`.
+fn group_by<T, V: Copy + Default>(
+    n: usize,
+    items: &[T],
+    key: impl Fn(&T) -> u32,
+    value: impl Fn(&T) -> V,
+) -> (Vec<usize>, Vec<V>) {
+    let mut start = vec![0usize; n + 1];
+    for item in items {
+        start[key(item) as usize + 1] += 1;
+    }
+    for k in 0..n {
+        start[k + 1] += start[k];
+    }
+    let mut fill = start.clone();
+    let mut values = vec![V::default(); items.len()];
+    for item in items {
+        let slot = &mut fill[key(item) as usize];
+        values[*slot] = value(item);
+        *slot += 1;
+    }
+    (start, values)
+}
+
 /// The default of [`Recompute::sparse_from`].
 const SPARSE_FROM: usize = 4;
 
@@ -432,6 +485,99 @@ fn term_deltas(
         }
     }
     (deltas, reach)
+}
+
+impl Recompute {
+    /// Applies an epoch's operations to the graph (the last one on a pair
+    /// wins; self-loops are dropped); returns the edges inserted and
+    /// removed. The operations are grouped by followed node (a counting
+    /// sort, stable: stream order within a group), so each follower list
+    /// is edited by one merge whatever the number of its new entries.
+    fn edit(&mut self, ops: &[EdgeOp]) -> (u64, u64) {
+        let mut dense: Vec<(u32, u32, bool)> = Vec::with_capacity(ops.len());
+        for op in ops {
+            if op.src != op.dst {
+                let (a, b) = (self.index(op.src), self.index(op.dst));
+                dense.push((a, b, op.insert));
+            }
+        }
+        if dense.is_empty() {
+            return (0, 0);
+        }
+        let n = self.ids.len();
+        let (start, mut grouped) =
+            group_by(n, &dense, |&(a, _, _)| a, |&(_, b, insert)| (b, insert));
+        drop(dense);
+        // Per pair: its last op, and its first op (with the state before
+        // the epoch, it decides whether the first op took effect).
+        let mut last_ops: Vec<(u32, bool)> = Vec::new();
+        let mut first_ops: Vec<bool> = Vec::new();
+        // The edges that came and went, as (follower, followed).
+        let mut added: Vec<(u32, u32)> = Vec::new();
+        let mut gone: Vec<(u32, u32)> = Vec::new();
+        // Operations that took effect, counted in stream order: a pair
+        // inserted and removed in one epoch counts once each, as it would
+        // one operation at a time.
+        let (mut inserted, mut removed) = (0u64, 0u64);
+        for a in 0..n {
+            let group = &mut grouped[start[a]..start[a + 1]];
+            if group.is_empty() {
+                continue;
+            }
+            // Stable: a pair's ops keep their stream order in its run.
+            group.sort_by_key(|&(b, _)| b);
+            last_ops.clear();
+            first_ops.clear();
+            for run in group.chunk_by(|x, y| x.0 == y.0) {
+                for w in run.windows(2) {
+                    match (w[0].1, w[1].1) {
+                        (false, true) => inserted += 1,
+                        (true, false) => removed += 1,
+                        _ => {}
+                    }
+                }
+                first_ops.push(run[0].1);
+                last_ops.push(run[run.len() - 1]);
+            }
+            let mut k = 0;
+            self.followers.edit(a, &last_ops, |b, held| {
+                match (held, first_ops[k]) {
+                    (false, true) => inserted += 1,
+                    (true, false) => removed += 1,
+                    _ => {}
+                }
+                let last = last_ops[k].1;
+                if held != last {
+                    if last { &mut added } else { &mut gone }.push((b, a as u32));
+                }
+                k += 1;
+            });
+        }
+        drop(grouped);
+        // The new edges join the following lists, grouped by follower: one
+        // visit (and at most one reallocation) per list.
+        self.edge_count = self.edge_count + added.len() - gone.len();
+        let (start, new_out) = group_by(n, &added, |&(b, _)| b, |&(_, a)| a);
+        drop(added);
+        for (b, out) in self.out.iter_mut().enumerate() {
+            out.extend_from_slice(&new_out[start[b]..start[b + 1]]);
+        }
+        // The removed edges leave them (rarer: sorted).
+        gone.sort_unstable();
+        for run in gone.chunk_by(|x, y| x.0 == y.0) {
+            let out = &mut self.out[run[0].0 as usize];
+            if run.len() <= 8 {
+                for &(_, a) in run {
+                    if let Some(p) = out.iter().rposition(|&x| x == a) {
+                        out.swap_remove(p);
+                    }
+                }
+            } else {
+                out.retain(|x| run.binary_search_by_key(x, |&(_, a)| a).is_err());
+            }
+        }
+        (inserted, removed)
+    }
 }
 
 impl Recompute {
@@ -494,18 +640,20 @@ impl Recompute {
 }
 
 /// Runs `f` on each range of `data` (split at the ranges' bounds), on its
-/// own thread when there are several; returns whether any said "changed".
-fn par_ranges<T, F>(
+/// own thread when there are several; the results in range order, or the
+/// first error. A panic in `f` goes on in the caller.
+fn par_ranges<T, R, F>(
     ranges: &[std::ops::Range<usize>],
     data: &mut [T],
     f: F,
-) -> Result<bool, Overflow>
+) -> Result<Vec<R>, Overflow>
 where
     T: Send,
-    F: Fn(std::ops::Range<usize>, &mut [T]) -> Result<bool, Overflow> + Sync,
+    R: Send,
+    F: Fn(std::ops::Range<usize>, &mut [T]) -> Result<R, Overflow> + Sync,
 {
     if ranges.len() <= 1 {
-        return f(0..data.len(), data);
+        return Ok(vec![f(0..data.len(), data)?]);
     }
     let mut jobs = Vec::with_capacity(ranges.len());
     let mut rest = data;
@@ -516,11 +664,10 @@ where
         jobs.push(move || f(r, head));
         rest = tail;
     }
-    let mut changed = false;
-    for r in on_threads(jobs) {
-        changed |= r.unwrap_or(Err(Overflow { node: u64::MAX }))?;
-    }
-    Ok(changed)
+    on_threads(jobs)
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        .collect()
 }
 
 /// Runs each job, on its own thread when there are several; their results
@@ -541,40 +688,7 @@ impl Online for Recompute {
         let before_n = self.ids.len();
         let was_in: Vec<bool> = (0..before_n).map(|v| self.followers.len(v) > 0).collect();
         let old_x = self.x.clone();
-        let (mut inserted, mut removed) = (0u64, 0u64);
-        for op in ops {
-            if op.src == op.dst {
-                continue;
-            }
-            let (a, b) = (self.index(op.src), self.index(op.dst));
-            // Membership by a scan of the shorter of b's following list
-            // and a's follower list (hubs are long on one side, rarely on
-            // both): no set of all edges.
-            let (out_b, in_a) = (self.out[b as usize].len(), self.followers.len(a as usize));
-            let present = if out_b <= in_a {
-                self.out[b as usize].contains(&a)
-            } else {
-                self.followers.contains(a as usize, b)
-            };
-            match (present, op.insert) {
-                (false, true) => {
-                    self.out[b as usize].push(a);
-                    self.followers.push(a as usize, b);
-                    self.edge_count += 1;
-                    inserted += 1;
-                }
-                (true, false) => {
-                    let out = &mut self.out[b as usize];
-                    if let Some(p) = out.iter().rposition(|&x| x == a) {
-                        out.swap_remove(p);
-                    }
-                    self.followers.remove(a as usize, b);
-                    self.edge_count -= 1;
-                    removed += 1;
-                }
-                _ => {}
-            }
-        }
+        let (inserted, removed) = self.edit(ops);
         if inserted + removed > 0 {
             if self.followers.repack_due() && !self.relabel_due() {
                 self.followers.repack();
