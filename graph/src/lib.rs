@@ -81,14 +81,16 @@ impl Default for IdIndex {
     }
 }
 
+/// The largest table for `nodes` nodes: 8 slots per node (32 bytes, about
+/// a hash map's), at least 64K, at most 2^30.
+fn direct_limit(nodes: u64) -> u64 {
+    nodes.max(1 << 16).saturating_mul(8).min(1 << 30)
+}
+
 impl IdIndex {
     /// An empty index for ids up to `max_id`, about `expected` of them.
     pub fn for_ids(max_id: u64, expected: usize) -> Self {
-        let direct_limit = (expected as u64)
-            .max(1 << 16)
-            .saturating_mul(8)
-            .min(1 << 30);
-        if max_id < direct_limit {
+        if max_id < direct_limit(expected as u64) {
             Self::Direct(vec![u32::MAX; max_id as usize + 1])
         } else {
             Self::Hashed(IdMap::with_capacity_and_hasher(
@@ -118,9 +120,17 @@ impl IdIndex {
                     }
                     *slot
                 }
+                None if id < direct_limit(u64::from(next)) => {
+                    // An id beyond the table, still dense next to the nodes
+                    // (ids that grow with the graph): the table doubles.
+                    let len = (id as usize + 1)
+                        .max(t.len() * 2)
+                        .min(direct_limit(u64::from(next)) as usize);
+                    t.resize(len, u32::MAX);
+                    self.get_or_insert(id, next)
+                }
                 None => {
-                    // An id beyond the table: move to a map (rare: the table
-                    // was sized for the ids seen when it was made).
+                    // An id far beyond the table: move to a map.
                     let mut m: IdMap<u32> =
                         IdMap::with_capacity_and_hasher(t.len() / 4, Default::default());
                     for (i, &v) in t.iter().enumerate() {
@@ -221,12 +231,19 @@ mod tests {
         assert_eq!(ix.get_or_insert(3, 0), 0);
         assert_eq!(ix.get_or_insert(3, 1), 0);
         assert_eq!(ix.get(4), None);
-        // An id past the table: the same answers from a map.
-        assert_eq!(ix.get_or_insert(1 << 50, 1), 1);
+        // An id past the table but dense: the table grows.
+        assert_eq!(ix.get_or_insert(5000, 1), 1);
+        assert!(matches!(ix, IdIndex::Direct(_)));
+        assert_eq!(
+            (ix.get(3), ix.get(5000), ix.get(4999)),
+            (Some(0), Some(1), None)
+        );
+        // An id far past the table: the same answers from a map.
+        assert_eq!(ix.get_or_insert(1 << 50, 2), 2);
         assert!(matches!(ix, IdIndex::Hashed(_)));
         assert_eq!(
-            (ix.get(3), ix.get(1 << 50), ix.get(4)),
-            (Some(0), Some(1), None)
+            (ix.get(3), ix.get(5000), ix.get(1 << 50), ix.get(4)),
+            (Some(0), Some(1), Some(2), None)
         );
         assert!(matches!(IdIndex::for_ids(u64::MAX, 4), IdIndex::Hashed(_)));
     }

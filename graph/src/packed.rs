@@ -227,7 +227,15 @@ impl Packed {
         }
         if !ins.is_empty() {
             let n = self.len[v] as usize;
-            if n + ins.len() <= self.start[v + 1] - s {
+            // Into the segment if it has room and the merge moves no more
+            // entries than one into the side list would: a hub's list of
+            // 100,000 that gains a few takes them in its side list.
+            let moved = n - self.flat[s..s + n].partition_point(|&y| y < ins[0]);
+            let side_len = match self.side[v] {
+                NONE => 0,
+                i => self.side_lists[i as usize].len(),
+            };
+            if n + ins.len() <= self.start[v + 1] - s && moved <= side_len + ins.len() {
                 merge_back(&mut self.flat[s..s + n + ins.len()], n, &ins);
                 self.len[v] += ins.len() as u32;
             } else {
@@ -248,7 +256,7 @@ impl Packed {
 
     /// Whether the side lists hold enough that a repack is due.
     pub(crate) fn repack_due(&self) -> bool {
-        self.spilled > 1024 + self.total / 64
+        self.spilled > 1024 + self.total / 16
     }
 
     /// Folds the side lists back into the array, dropping the room left by
