@@ -613,6 +613,14 @@ enum Job {
     },
     /// Commit an epoch and publish its outputs.
     Commit(Box<CommitJob>),
+    /// Snapshot a committed epoch (queued after its commit).
+    Snapshot {
+        epoch: u64,
+        edges: Arc<Vec<(u64, u64)>>,
+        /// `--retain`: after the snapshot, drop what rebuilding epochs from
+        /// this one on does not need.
+        keep_from: Option<u64>,
+    },
 }
 
 struct CommitJob {
@@ -620,10 +628,6 @@ struct CommitJob {
     output: Vec<u8>,
     changes: Option<Vec<u8>>,
     rejected: Option<Vec<u8>>,
-    snapshot: Option<Arc<Vec<(u64, u64)>>>,
-    /// `--retain`: after the snapshot, drop what rebuilding epochs from
-    /// this one on does not need.
-    keep_from: Option<u64>,
     metrics: EpochMetrics,
     /// The parts' durability, if the main thread did not wait for it.
     durable: Option<Receiver<std::result::Result<u64, String>>>,
@@ -686,13 +690,24 @@ fn committer(
                     generation,
                     *job,
                     &mut rows,
-                    &mut pruned_to,
                     shared.quiet,
                 ) {
                     fail(e);
                 } else {
                     *shared.committed.lock() = epoch;
                     shared.commit_cv.notify_all();
+                }
+            }
+            Job::Snapshot {
+                epoch,
+                edges,
+                keep_from,
+            } => {
+                let written = write_snapshot(store.as_ref(), &keys, epoch, &edges).and_then(|()| {
+                    keep_from.map_or(Ok(()), |k| prune(store.as_ref(), &keys, k, &mut pruned_to))
+                });
+                if let Err(e) = written {
+                    fail(e.context(format!("snapshot of epoch {epoch}")));
                 }
             }
         }
@@ -705,7 +720,6 @@ fn commit_epoch(
     generation: u64,
     mut job: CommitJob,
     rows: &mut Vec<EpochMetrics>,
-    pruned_to: &mut u64,
     quiet: bool,
 ) -> Result<()> {
     let e = job.commit.epoch;
@@ -733,12 +747,6 @@ fn commit_epoch(
         write_once(store, &keys.rejected(e), r)?;
     }
     job.metrics.output_committed_at = now_ms();
-    if let Some(edges) = job.snapshot {
-        write_snapshot(store, keys, e, &edges)?;
-        if let Some(keep_from) = job.keep_from {
-            prune(store, keys, keep_from, pruned_to)?;
-        }
-    }
     let m = &job.metrics;
     if !quiet {
         let lag = m
@@ -1171,29 +1179,39 @@ fn stream_loop(
         let bad: Vec<BadRecord> = slices.into_iter().flat_map(|s| s.bad).collect();
         let (output, changes) = state.apply(e, &edges, cfg.emit_changes)?;
         metrics.online_done_at = now_ms();
-        let (snapshot_now, batch_now) = (snapshot_due(cfg, e), batch::due(cfg, e));
-        let graph = (snapshot_now || batch_now).then(|| Arc::new(state.online.edges()));
-        if let (true, Some(g)) = (batch_now, &graph) {
-            batcher.launch(e, g.clone(), state.online.table())?;
-        }
-        let snapshot = graph.filter(|_| snapshot_now);
         tx.send(Job::Commit(Box::new(CommitJob {
             commit,
             output,
             changes,
             rejected: (!bad.is_empty()).then(|| rejected_bytes(source, &bad)),
-            keep_from: cfg.retain.filter(|_| snapshot.is_some()).map(|k| {
-                // The last k epochs, and every epoch whose batch task has
-                // not written its output yet, stay rebuildable.
-                (e + 1)
-                    .saturating_sub(k)
-                    .min(batcher.oldest_pending().unwrap_or(u64::MAX))
-            }),
-            snapshot,
             metrics,
             durable,
         })))
         .map_err(|_| anyhow!("the committer stopped"))?;
+        // The graph for a snapshot or a batch task is taken after the
+        // epoch's output is on its way: its commit does not wait for it.
+        let (snapshot_now, batch_now) = (snapshot_due(cfg, e), batch::due(cfg, e));
+        if snapshot_now || batch_now {
+            let graph = Arc::new(state.online.edges());
+            if batch_now {
+                batcher.launch(e, graph.clone(), state.online.table())?;
+            }
+            if snapshot_now {
+                tx.send(Job::Snapshot {
+                    epoch: e,
+                    edges: graph,
+                    keep_from: cfg.retain.map(|k| {
+                        // The last k epochs, and every epoch whose batch
+                        // task has not written its output yet, stay
+                        // rebuildable.
+                        (e + 1)
+                            .saturating_sub(k)
+                            .min(batcher.oldest_pending().unwrap_or(u64::MAX))
+                    }),
+                })
+                .map_err(|_| anyhow!("the committer stopped"))?;
+            }
+        }
     }
 }
 

@@ -125,6 +125,7 @@ impl Packed {
     }
 
     /// The lists, one vector per node.
+    #[cfg(test)]
     pub(crate) fn to_lists(&self) -> Vec<Vec<u32>> {
         (0..self.nodes())
             .map(|v| {

@@ -30,7 +30,7 @@
 //! assert_eq!(u.changes.len(), 2);
 //! ```
 
-use crate::online::{record_change, sorted_pairs, Change, Online, OnlineError, Update};
+use crate::online::{record_change, Change, Online, OnlineError, Update};
 use crate::packed::Packed;
 use crate::table::row_hash;
 use crate::{term, EdgeOp, IdIndex, IdMap, Overflow};
@@ -757,7 +757,48 @@ impl Online for Recompute {
     }
 
     fn edges(&self) -> Vec<(u64, u64)> {
-        sorted_pairs(&self.ids, &self.followers.to_lists(), |a, b| (a, b))
+        // The followed nodes in id order, each one's pairs sorted on their
+        // own: sorted in all without sorting all of them at once (3x
+        // faster at 16M edges), split over the threads by edges.
+        let mut order: Vec<u32> = (0..self.ids.len() as u32)
+            .filter(|&v| self.followers.len(v as usize) > 0)
+            .collect();
+        order.sort_unstable_by_key(|&v| self.ids[v as usize]);
+        let per = self.edge_count.div_ceil(self.threads).max(1);
+        let mut parts: Vec<&[u32]> = Vec::with_capacity(self.threads);
+        let (mut start, mut acc) = (0, 0);
+        for (i, &v) in order.iter().enumerate() {
+            acc += self.followers.len(v as usize);
+            if acc >= per && parts.len() + 1 < self.threads {
+                parts.push(&order[start..=i]);
+                (start, acc) = (i + 1, 0);
+            }
+        }
+        parts.push(&order[start..]);
+        let this = self;
+        let pieces = on_threads(
+            parts
+                .into_iter()
+                .map(|part| {
+                    move || {
+                        let mut out: Vec<(u64, u64)> = Vec::new();
+                        for &a in part {
+                            let (seg, side) = this.followers.list(a as usize);
+                            let from = out.len();
+                            let id = this.ids[a as usize];
+                            out.extend(seg.iter().chain(side).map(|&b| (id, this.ids[b as usize])));
+                            out[from..].sort_unstable_by_key(|p| p.1);
+                        }
+                        out
+                    }
+                })
+                .collect(),
+        );
+        let mut edges = Vec::with_capacity(self.edge_count);
+        for piece in pieces {
+            edges.extend(piece.unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        edges
     }
 
     fn edge_count(&self) -> usize {
