@@ -366,6 +366,84 @@ pub(crate) fn iterate(
     (table, result)
 }
 
+/// The graph of a sequence of edge operations (see
+/// [`crate::reference::apply_ops`]), built on `threads` threads when the
+/// operations are all inserts (an edge file): each thread sorts its share
+/// of the pairs, and the sorted shares are merged, duplicates dropped.
+/// Removals need the operations' order: the reference builds those.
+pub fn graph_of(ops: &[crate::EdgeOp], threads: usize) -> Vec<(u64, u64)> {
+    if threads <= 1 || ops.len() < 1 << 16 || !ops.iter().all(|op| op.insert) {
+        return crate::reference::apply_ops(ops);
+    }
+    let chunk = ops.len().div_ceil(threads);
+    let mut runs: Vec<Vec<(u64, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ops
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut pairs: Vec<(u64, u64)> = part
+                        .iter()
+                        .filter(|op| op.src != op.dst)
+                        .map(|op| (op.src, op.dst))
+                        .collect();
+                    pairs.sort_unstable();
+                    pairs.dedup();
+                    pairs
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    // Pairwise merges, the pairs of runs on their own threads.
+    while runs.len() > 1 {
+        let mut next = Vec::with_capacity(runs.len().div_ceil(2));
+        std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            let mut it = runs.drain(..);
+            while let Some(a) = it.next() {
+                match it.next() {
+                    Some(b) => handles.push(s.spawn(move || merge_dedup(&a, &b))),
+                    None => next.push(a),
+                }
+            }
+            for h in handles {
+                next.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            }
+        });
+        runs = next;
+    }
+    runs.pop().unwrap_or_default()
+}
+
+/// The union of two sorted, distinct runs, sorted and distinct.
+fn merge_dedup(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 /// TunkRank of the graph `pairs` (b follows a; sorted, distinct, no
 /// self-loops) on timely workers as configured. Returns the table and the
 /// number of rounds.
@@ -399,6 +477,26 @@ mod tests {
 
     fn pairs(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
         reference::apply_ops(ops)
+    }
+
+    #[test]
+    fn the_graph_built_on_threads_is_the_reference_graph() {
+        // Duplicates across the threads' shares, self-loops, then a removal
+        // (built in order by the reference).
+        let mut s = 1u64;
+        let mut ops: Vec<EdgeOp> = (0..200_000)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                EdgeOp::insert((s >> 33) % 500, (s >> 17) % 500)
+            })
+            .collect();
+        for threads in [1, 2, 3, 5] {
+            assert_eq!(graph_of(&ops, threads), pairs(&ops), "{threads} threads");
+        }
+        ops.push(EdgeOp::remove(ops[7].src, ops[7].dst));
+        assert_eq!(graph_of(&ops, 2), pairs(&ops));
     }
 
     proptest! {

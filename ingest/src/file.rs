@@ -165,13 +165,86 @@ pub fn open_stream(path: &Path) -> Result<Box<dyn Read + Send>, ReadError> {
 
 /// Reads every line of an edge file (gzip read transparently).
 pub fn read_all(path: &Path) -> Result<EdgeFile, ReadError> {
+    read_all_on(path, 1)
+}
+
+/// Reads every line of an edge file, a plain one parsed on `threads`
+/// threads: the file is read into memory and cut at line ends, each part
+/// read as its own stream, and the parts joined in order, with the line
+/// numbers and offsets of the whole file (the same result as one thread).
+/// A gzip file is read as one stream.
+pub fn read_all_on(path: &Path, threads: usize) -> Result<EdgeFile, ReadError> {
     let io = |source| ReadError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut lines = LineReader::new(BufReader::with_capacity(1 << 20, open_stream(path)?), 0);
+    if threads <= 1 || is_gzip(path)? {
+        let reader = BufReader::with_capacity(1 << 20, open_stream(path)?);
+        return read_lines(LineReader::new(reader, 0)).map_err(io);
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    // Cut after a line end near each 1/threads of the bytes.
+    let mut cuts = vec![0];
+    for k in 1..threads {
+        let at = (bytes.len() * k / threads).max(*cuts.last().unwrap_or(&0));
+        let end = match bytes[at..].iter().position(|&b| b == b'\n') {
+            Some(p) => at + p + 1,
+            None => bytes.len(),
+        };
+        cuts.push(end);
+    }
+    cuts.push(bytes.len());
+    let parts: Vec<std::io::Result<EdgeFile>> = std::thread::scope(|s| {
+        let handles: Vec<_> = cuts
+            .windows(2)
+            .map(|w| {
+                let part = &bytes[w[0]..w[1]];
+                let offset = w[0] as u64;
+                s.spawn(move || {
+                    // Room for every line at once: no regrowth of the edges.
+                    let lines = part.iter().filter(|&&b| b == b'\n').count() + 1;
+                    read_lines_into(LineReader::new(part, offset), Vec::with_capacity(lines))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
     let mut out = EdgeFile::default();
-    while let Some((offset, raw)) = lines.next_line().map_err(io)? {
+    for part in parts {
+        let mut part = part.map_err(io)?;
+        if out.edges.is_empty() {
+            out.edges = std::mem::take(&mut part.edges);
+        } else {
+            out.edges.append(&mut part.edges);
+        }
+        out.rejected.extend(part.rejected.into_iter().map(|mut r| {
+            r.line += out.lines;
+            r
+        }));
+        out.lines += part.lines;
+    }
+    Ok(out)
+}
+
+/// Every line of a stream: the edges, the rejected lines (numbered from 1
+/// in this stream) and the count.
+fn read_lines<R: BufRead>(lines: LineReader<R>) -> std::io::Result<EdgeFile> {
+    read_lines_into(lines, Vec::new())
+}
+
+/// [`read_lines`], the edges pushed to `edges`.
+fn read_lines_into<R: BufRead>(
+    mut lines: LineReader<R>,
+    edges: Vec<Edge>,
+) -> std::io::Result<EdgeFile> {
+    let mut out = EdgeFile {
+        edges,
+        ..EdgeFile::default()
+    };
+    while let Some((offset, raw)) = lines.next_line()? {
         out.lines += 1;
         let (reason, raw) = match raw {
             RawLine::Line(line) => match parse_line(line) {
@@ -199,6 +272,39 @@ mod tests {
     use super::*;
     use crate::edge::Op;
     use std::io::Write;
+
+    #[test]
+    fn any_number_of_threads_reads_the_same() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        // Bad lines here and there, an overlong one, CRLF, comments, and a
+        // last line without its line end.
+        let mut text = Vec::new();
+        for i in 0..3000u64 {
+            match i % 97 {
+                0 => text.extend_from_slice(b"not an edge\n"),
+                1 => text.extend_from_slice(b"# comment\r\n"),
+                2 if i == 2 => {
+                    text.extend(std::iter::repeat_n(b'7', MAX_LINE + 10));
+                    text.push(b'\n');
+                }
+                _ => text.extend_from_slice(format!("{} {}\n", i, i * 7 % 1000).as_bytes()),
+            }
+        }
+        text.extend_from_slice(b"-5 6");
+        let path = dir.path().join("e.txt");
+        std::fs::write(&path, &text)?;
+        let one = read_all(&path)?;
+        assert_eq!(one.lines, 3001);
+        assert_eq!(one.rejected.len(), 32);
+        assert!(matches!(one.rejected[1].reason, Malformed::TooLong { .. }));
+        for threads in [2, 3, 7, 5000] {
+            let many = read_all_on(&path, threads)?;
+            assert_eq!(many.edges, one.edges, "{threads} threads");
+            assert_eq!(many.rejected, one.rejected, "{threads} threads");
+            assert_eq!(many.lines, one.lines, "{threads} threads");
+        }
+        Ok(())
+    }
 
     #[test]
     fn plain_and_gzip_files_read_the_same_and_keep_bad_lines_aside(
