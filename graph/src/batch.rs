@@ -379,18 +379,7 @@ pub fn graph_of(ops: &[crate::EdgeOp], threads: usize) -> Vec<(u64, u64)> {
     let mut runs: Vec<Vec<(u64, u64)>> = std::thread::scope(|s| {
         let handles: Vec<_> = ops
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    let mut pairs: Vec<(u64, u64)> = part
-                        .iter()
-                        .filter(|op| op.src != op.dst)
-                        .map(|op| (op.src, op.dst))
-                        .collect();
-                    pairs.sort_unstable();
-                    pairs.dedup();
-                    pairs
-                })
-            })
+            .map(|part| s.spawn(move || crate::reference::inserted_pairs(part)))
             .collect();
         handles
             .into_iter()

@@ -13,14 +13,7 @@ use crate::{term, EdgeOp, Overflow, Table, ONE, P};
 pub fn apply_ops(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
     if ops.iter().all(|op| op.insert) {
         // Inserts only (a plain edge file): sort and dedup, no map needed.
-        let mut pairs: Vec<(u64, u64)> = ops
-            .iter()
-            .filter(|op| op.src != op.dst)
-            .map(|op| (op.src, op.dst))
-            .collect();
-        pairs.sort_unstable();
-        pairs.dedup();
-        return pairs;
+        return inserted_pairs(ops);
     }
     let mut last: HashMap<(u64, u64), bool> = HashMap::with_capacity(ops.len());
     for op in ops {
@@ -34,6 +27,19 @@ pub fn apply_ops(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
         .map(|(p, _)| p)
         .collect();
     pairs.sort_unstable();
+    pairs
+}
+
+/// The sorted, distinct pairs of operations that are all inserts,
+/// self-loops dropped.
+pub(crate) fn inserted_pairs(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
+    let mut pairs: Vec<(u64, u64)> = ops
+        .iter()
+        .filter(|op| op.src != op.dst)
+        .map(|op| (op.src, op.dst))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
     pairs
 }
 
