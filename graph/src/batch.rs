@@ -376,61 +376,27 @@ pub fn graph_of(ops: &[crate::EdgeOp], threads: usize) -> Vec<(u64, u64)> {
         return crate::reference::apply_ops(ops);
     }
     let chunk = ops.len().div_ceil(threads);
-    let mut runs: Vec<Vec<(u64, u64)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ops
-            .chunks(chunk)
-            .map(|part| s.spawn(move || crate::reference::inserted_pairs(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+    let mut runs: Vec<Vec<(u64, u64)>> = crate::on_threads(
+        ops.chunks(chunk)
+            .map(|part| move || crate::reference::inserted_pairs(part))
+            .collect(),
+    );
     // Pairwise merges, the pairs of runs on their own threads.
     while runs.len() > 1 {
-        let mut next = Vec::with_capacity(runs.len().div_ceil(2));
-        std::thread::scope(|s| {
-            let mut handles = Vec::new();
-            let mut it = runs.drain(..);
-            while let Some(a) = it.next() {
-                match it.next() {
-                    Some(b) => handles.push(s.spawn(move || merge_dedup(&a, &b))),
-                    None => next.push(a),
-                }
-            }
-            for h in handles {
-                next.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-            }
-        });
-        runs = next;
+        let odd = (runs.len() % 2 == 1).then(|| runs.pop()).flatten();
+        let mut pairs = Vec::with_capacity(runs.len() / 2);
+        let mut it = runs.into_iter();
+        while let (Some(a), Some(b)) = (it.next(), it.next()) {
+            pairs.push(move || {
+                let mut out = Vec::with_capacity(a.len() + b.len());
+                crate::merge_sorted(&mut out, &a, &b);
+                out
+            });
+        }
+        runs = crate::on_threads(pairs);
+        runs.extend(odd);
     }
     runs.pop().unwrap_or_default()
-}
-
-/// The union of two sorted, distinct runs, sorted and distinct.
-fn merge_dedup(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }
 
 /// TunkRank of the graph `pairs` (b follows a; sorted, distinct, no

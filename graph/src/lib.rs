@@ -155,6 +155,46 @@ impl IdIndex {
     }
 }
 
+/// Runs each job, on its own thread when there are several; their results
+/// in order. A job's panic goes on in the caller.
+pub(crate) fn on_threads<T: Send, J: FnOnce() -> T + Send>(jobs: Vec<J>) -> Vec<T> {
+    if jobs.len() <= 1 {
+        return jobs.into_iter().map(|j| j()).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs.into_iter().map(|j| s.spawn(j)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Appends the union of the sorted `a` and `b` to `out`, sorted: an entry
+/// in both is appended once.
+pub(crate) fn merge_sorted<T: Ord + Copy>(out: &mut Vec<T>, a: &[T], b: &[T]) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+}
+
 /// The fixed-point scale: a value of 1.0 is `ONE`.
 pub const ONE: u64 = 1_000_000_000;
 /// p = `P_NUM / P_DEN` = 0.00037.
@@ -223,6 +263,8 @@ pub fn term(x: u64, following: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn an_id_index_grows_from_a_table_into_a_map() {
@@ -247,9 +289,6 @@ mod tests {
         );
         assert!(matches!(IdIndex::for_ids(u64::MAX, 4), IdIndex::Hashed(_)));
     }
-
-    use super::*;
-    use proptest::prelude::*;
 
     fn term_u128(x: u64, following: u64) -> u64 {
         let num = u128::from(ONE) + (P_NUM * u128::from(x)) / P_DEN;

@@ -85,7 +85,7 @@ impl Packed {
             if b.is_empty() {
                 p.flat.extend_from_slice(a);
             } else {
-                merge_into(&mut p.flat, a, b);
+                crate::merge_sorted(&mut p.flat, a, b);
             }
             debug_assert!(p.flat[p.flat.len() - len..].is_sorted());
             p.flat.resize(p.flat.len() + room(len), 0);
@@ -289,22 +289,6 @@ fn room(len: usize) -> usize {
     } else {
         len / 8 + 1
     }
-}
-
-/// Appends the merge of the sorted `a` and `b` to `out`.
-fn merge_into(out: &mut Vec<u32>, a: &[u32], b: &[u32]) {
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if a[i] <= b[j] {
-            out.push(a[i]);
-            i += 1;
-        } else {
-            out.push(b[j]);
-            j += 1;
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
 }
 
 /// Merges the sorted `ins` into `list[..n]`, sorted, where `list` has

@@ -33,7 +33,7 @@
 use crate::online::{record_change, Change, Online, OnlineError, Update};
 use crate::packed::Packed;
 use crate::table::row_hash;
-use crate::{term, EdgeOp, IdIndex, IdMap, Overflow};
+use crate::{on_threads, term, EdgeOp, IdIndex, IdMap, Overflow};
 
 /// The recomputing implementation.
 #[derive(Debug, Clone, Default)]
@@ -125,10 +125,7 @@ impl Recompute {
             .collect();
         let mut flat: Vec<u32> = Vec::with_capacity(pairs.len());
         for part in on_threads(jobs) {
-            match part {
-                Ok(v) => flat.extend(v),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+            flat.extend(part);
         }
         let mut offsets = vec![0usize; n + 1];
         let mut out_len = vec![0u32; n];
@@ -268,20 +265,8 @@ impl Recompute {
     /// Node ranges of about equal edge counts, one per thread.
     fn ranges(&self) -> Vec<std::ops::Range<usize>> {
         let n = self.ids.len();
-        let parts = self.threads.min(n.max(1));
-        let per = self.edge_count.div_ceil(parts).max(1);
-        let mut ranges = Vec::with_capacity(parts);
-        let (mut start, mut acc) = (0, 0);
-        for v in 0..n {
-            acc += self.followers.len(v) + 1;
-            if acc >= per && ranges.len() + 1 < parts {
-                ranges.push(start..v + 1);
-                start = v + 1;
-                acc = 0;
-            }
-        }
-        ranges.push(start..n);
-        ranges
+        let weights = (0..n).map(|v| self.followers.len(v) + 1);
+        balanced(self.threads.min(n.max(1)), self.edge_count, weights)
     }
 
     /// Iterates from zero to the least fixpoint into `self.x`.
@@ -340,10 +325,7 @@ impl Recompute {
                             move || term_deltas(out, r.map(|v| (v as u32, prev_ref[v], x_ref[v]))).0
                         })
                         .collect(),
-                )
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect();
+                );
                 rounds += self.push_rounds(&mut x, deltas.concat())?;
                 break;
             }
@@ -436,6 +418,28 @@ impl Recompute {
     }
 }
 
+/// `0..len` (the items that `weights` weighs) cut into at most `parts`
+/// consecutive ranges of about `total / parts` weight each.
+fn balanced(
+    parts: usize,
+    total: usize,
+    weights: impl ExactSizeIterator<Item = usize>,
+) -> Vec<std::ops::Range<usize>> {
+    let len = weights.len();
+    let per = total.div_ceil(parts.max(1)).max(1);
+    let mut ranges = Vec::with_capacity(parts);
+    let (mut start, mut acc) = (0, 0);
+    for (i, w) in weights.enumerate() {
+        acc += w;
+        if acc >= per && ranges.len() + 1 < parts {
+            ranges.push(start..i + 1);
+            (start, acc) = (i + 1, 0);
+        }
+    }
+    ranges.push(start..len);
+    ranges
+}
+
 /// `items` sorted by key (below `n`), keeping their order within a key: a
 /// merge sort when they are few next to `n`, else a radix sort on digits
 /// of 11 bits (two passes for up to 4M nodes), whose counts stay in the
@@ -499,15 +503,15 @@ fn term_deltas(
 impl Recompute {
     /// Applies an epoch's operations to the graph (the last one on a pair
     /// wins; self-loops are dropped); returns the edges inserted and
-    /// removed. The operations are grouped by followed node (a counting
-    /// sort, stable: stream order within a group), so each follower list
-    /// is edited by one merge whatever the number of its new entries.
+    /// removed. The operations are grouped by followed node (a stable
+    /// sort: stream order within a group), so each follower list is edited
+    /// by one merge whatever the number of its new entries.
     fn edit(&mut self, ops: &[EdgeOp]) -> (u64, u64) {
-        // The ids seen before, looked up on the threads; new ones get
-        // their indices here, in stream order.
+        // The ids seen before, looked up on the threads (a small epoch on
+        // this one); new ones get their indices here, in stream order.
         let known: Vec<Vec<(u32, u32)>> = {
             let dense = &self.dense;
-            let chunk = ops.len().div_ceil(self.threads).max(1);
+            let chunk = ops.len().div_ceil(self.threads).max(1 << 14);
             on_threads(
                 ops.chunks(chunk)
                     .map(|part| {
@@ -518,9 +522,6 @@ impl Recompute {
                     })
                     .collect(),
             )
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
         };
         let mut dense: Vec<(u32, (u32, bool))> = Vec::with_capacity(ops.len());
         for (op, &(a, b)) in ops.iter().zip(known.iter().flatten()) {
@@ -650,10 +651,7 @@ impl Recompute {
             (0..parts)
                 .map(|i| move || part(n * i / parts..n * (i + 1) / parts))
                 .collect(),
-        )
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
-        .collect();
+        );
         let mut changes = Vec::with_capacity(results.iter().map(|r| r.1.len()).sum());
         for (d, c) in results {
             // Digests are sums (wrapping): the parts add up.
@@ -689,22 +687,7 @@ where
         jobs.push(move || f(r, head));
         rest = tail;
     }
-    on_threads(jobs)
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-        .collect()
-}
-
-/// Runs each job, on its own thread when there are several; their results
-/// in order (an `Err` for a job that panicked).
-fn on_threads<T: Send, J: FnOnce() -> T + Send>(jobs: Vec<J>) -> Vec<std::thread::Result<T>> {
-    if jobs.len() <= 1 {
-        return jobs.into_iter().map(|j| Ok(j())).collect();
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = jobs.into_iter().map(|j| s.spawn(j)).collect();
-        handles.into_iter().map(|h| h.join()).collect()
-    })
+    on_threads(jobs).into_iter().collect()
 }
 
 impl Online for Recompute {
@@ -764,22 +747,13 @@ impl Online for Recompute {
             .filter(|&v| self.followers.len(v as usize) > 0)
             .collect();
         order.sort_unstable_by_key(|&v| self.ids[v as usize]);
-        let per = self.edge_count.div_ceil(self.threads).max(1);
-        let mut parts: Vec<&[u32]> = Vec::with_capacity(self.threads);
-        let (mut start, mut acc) = (0, 0);
-        for (i, &v) in order.iter().enumerate() {
-            acc += self.followers.len(v as usize);
-            if acc >= per && parts.len() + 1 < self.threads {
-                parts.push(&order[start..=i]);
-                (start, acc) = (i + 1, 0);
-            }
-        }
-        parts.push(&order[start..]);
+        let weights = order.iter().map(|&v| self.followers.len(v as usize));
         let this = self;
         let pieces = on_threads(
-            parts
+            balanced(self.threads, self.edge_count, weights)
                 .into_iter()
-                .map(|part| {
+                .map(|range| {
+                    let part = &order[range];
                     move || {
                         let mut out: Vec<(u64, u64)> = Vec::new();
                         for &a in part {
@@ -796,7 +770,7 @@ impl Online for Recompute {
         );
         let mut edges = Vec::with_capacity(self.edge_count);
         for piece in pieces {
-            edges.extend(piece.unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            edges.extend(piece);
         }
         edges
     }
