@@ -201,12 +201,13 @@ impl Packed {
         ins.clear();
         rem.clear();
         let (seg, side) = self.list(v);
-        // Each search starts where the last one ended (the ops are sorted):
-        // k ops on a list of L cost about k log(L / k), never k log L.
+        // Each search gallops from where the last one ended (the ops are
+        // sorted): k ops on a list of L cost about k log(L / k) and touch
+        // nearby entries, never k log L scattered over the list.
         let (mut i, mut j) = (0, 0);
         for &(x, insert) in ops {
-            i += seg[i..].partition_point(|&y| y < x);
-            j += side[j..].partition_point(|&y| y < x);
+            i = gallop(seg, i, x);
+            j = gallop(side, j, x);
             let present = seg.get(i) == Some(&x) || side.get(j) == Some(&x);
             was_there(x, present);
             if present != insert {
@@ -325,6 +326,20 @@ fn retain_absent(list: &mut [u32], gone: &[u32]) -> usize {
     w
 }
 
+/// The first index at or after `from` whose entry in sorted `list` is not
+/// below `x` (`from` itself when every entry from there on is): an
+/// exponential search from `from`, then a binary search in the last step.
+fn gallop(list: &[u32], from: usize, x: u32) -> usize {
+    let (mut lo, mut step) = (from, 1);
+    // Invariant: every entry before `lo` is below x.
+    while lo + step <= list.len() && list[lo + step - 1] < x {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(list.len());
+    lo + list[lo..hi].partition_point(|&y| y < x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +347,18 @@ mod tests {
     use std::collections::BTreeSet;
 
     proptest! {
+        #[test]
+        fn gallop_finds_the_partition_point(
+            mut list in proptest::collection::vec(0u32..200, 0..300),
+            from in 0usize..320,
+            x in 0u32..210,
+        ) {
+            list.sort_unstable();
+            let from = from.min(list.len());
+            let want = from + list[from..].partition_point(|&y| y < x);
+            prop_assert_eq!(gallop(&list, from, x), want);
+        }
+
         #[test]
         fn edits_match_plain_sets(
             init in proptest::collection::vec(proptest::collection::vec(0u32..20, 0..6), 0..8),

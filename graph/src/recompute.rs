@@ -44,6 +44,9 @@ pub struct Recompute {
     ids: Vec<u64>,
     /// `out[b]`: the nodes b follows.
     out: Vec<Vec<u32>>,
+    /// `following[b] = out[b].len()`, compact: the terms passes read it
+    /// for every node, every round (not the 24-byte list headers).
+    following: Vec<u32>,
     /// `followers[a]`: the nodes that follow a, packed: the dense rounds
     /// read them in order.
     followers: Packed,
@@ -146,7 +149,7 @@ impl Recompute {
             .iter()
             .map(|&len| Vec::with_capacity(len as usize))
             .collect();
-        drop(out_len);
+        s.following = out_len;
         for (&ai, &bi) in a_index.iter().zip(&flat) {
             s.out[bi as usize].push(ai);
         }
@@ -196,6 +199,7 @@ impl Recompute {
         if i == next {
             self.ids.push(id);
             self.out.push(Vec::new());
+            self.following.push(0);
             self.followers.push_node();
             self.x.push(0);
         }
@@ -210,7 +214,7 @@ impl Recompute {
     fn relabel(&mut self) {
         let n = self.ids.len();
         let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_by_key(|&v| (std::cmp::Reverse(self.out[v as usize].len()), v));
+        order.sort_by_key(|&v| (std::cmp::Reverse(self.following[v as usize]), v));
         let mut new_of = vec![0u32; n];
         for (new, &old) in order.iter().enumerate() {
             new_of[old as usize] = new as u32;
@@ -238,6 +242,7 @@ impl Recompute {
             (out, packed)
         });
         self.out = out;
+        self.following = order.iter().map(|&v| self.following[v as usize]).collect();
         self.followers = packed;
         self.ids = order.iter().map(|&v| self.ids[v as usize]).collect();
         self.x = order.iter().map(|&v| self.x[v as usize]).collect();
@@ -272,6 +277,7 @@ impl Recompute {
     /// Iterates from zero to the least fixpoint into `self.x`.
     fn iterate(&mut self) -> Result<(), Overflow> {
         let n = self.ids.len();
+        debug_assert!(self.out.iter().zip(&self.following).all(|(o, &f)| o.len() == f as usize));
         let ranges = self.ranges();
         // `x` is round r's values, `prev` round r - 1's.
         let mut x = vec![0u64; n];
@@ -282,53 +288,87 @@ impl Recompute {
         let mut narrow = vec![0u32; n];
         let mut wide: Vec<u64> = Vec::new();
         let mut rounds = 0;
+        // Whether round r - 1's terms overflowed 32 bits (then `narrow`
+        // holds them truncated), and how far its changed terms reached.
+        let (mut prev_too_wide, mut last_reach) = (false, usize::MAX);
+        // The iteration pushes differences once the terms that changed
+        // reach at most this many edges.
+        let sparse = self.edge_count / self.sparse_from.max(1);
         loop {
-            let (out, followers, ids) = (&self.out, &self.followers, &self.ids);
+            let (following, followers, ids) = (&self.following, &self.followers, &self.ids);
             let (x_ref, prev_ref) = (&x, &prev);
-            let term_of = |v: usize| {
-                let f = out[v].len() as u64;
-                if f == 0 {
-                    0
-                } else {
-                    term(x_ref[v], f)
-                }
+            let term_of = |v: usize| match following[v] {
+                0 => 0,
+                f => term(x_ref[v], u64::from(f)),
             };
             // Round r's terms, each thread on its range of nodes, and how
             // many follow edges the terms that moved since round r - 1
-            // reach (a term moves only if its value did).
+            // reach. Round r - 1's term is the one it overwrites (one
+            // division per node, not two); when the reach is near the
+            // point of pushing, the moved terms' differences are kept too.
+            let narrow_exact = !prev_too_wide;
+            let keep = rounds > 0 && last_reach <= sparse.saturating_mul(4);
             let parts = par_ranges(&ranges, &mut narrow, |range, terms| {
                 let (mut too_wide, mut reach) = (false, 0usize);
+                let mut moved: Option<Vec<(u32, i128)>> = keep.then(Vec::new);
                 for (t, v) in terms.iter_mut().zip(range) {
                     let w = term_of(v);
-                    too_wide |= w > u64::from(u32::MAX);
-                    *t = w as u32;
-                    if rounds > 0 && x_ref[v] != prev_ref[v] {
-                        let f = out[v].len();
-                        if f > 0 && term(prev_ref[v], f as u64) != w {
-                            reach += f;
+                    if rounds > 0 {
+                        let old = if narrow_exact {
+                            u64::from(*t)
+                        } else if x_ref[v] == prev_ref[v] {
+                            w
+                        } else {
+                            match following[v] {
+                                0 => 0,
+                                f => term(prev_ref[v], u64::from(f)),
+                            }
+                        };
+                        if old != w {
+                            reach += following[v] as usize;
+                            if let Some(m) = &mut moved {
+                                if reach <= sparse {
+                                    m.push((v as u32, i128::from(w) - i128::from(old)));
+                                } else {
+                                    moved = None;
+                                }
+                            }
                         }
                     }
+                    too_wide |= w > u64::from(u32::MAX);
+                    *t = w as u32;
                 }
-                Ok((too_wide, reach))
+                Ok((too_wide, reach, moved))
             })?;
             let too_wide = parts.iter().any(|p| p.0);
             let reach: usize = parts.iter().map(|p| p.1).sum();
             // Later rounds move few values: once the terms that changed
             // reach a small part of the edges, push their differences
             // instead of re-summing every list.
-            if rounds > 0 && reach <= self.edge_count / self.sparse_from.max(1) {
-                let deltas: Vec<Vec<(u32, i128)>> = on_threads(
-                    ranges
-                        .iter()
-                        .map(|r| {
-                            let r = r.clone();
-                            move || term_deltas(out, r.map(|v| (v as u32, prev_ref[v], x_ref[v]))).0
-                        })
-                        .collect(),
-                );
-                rounds += self.push_rounds(&mut x, deltas.concat())?;
+            if rounds > 0 && reach <= sparse {
+                let deltas: Vec<(u32, i128)> = if parts.iter().all(|p| p.2.is_some()) {
+                    parts.into_iter().flat_map(|p| p.2.unwrap_or_default()).collect()
+                } else {
+                    on_threads(
+                        ranges
+                            .iter()
+                            .map(|r| {
+                                let r = r.clone();
+                                move || {
+                                    term_deltas(following, r.map(|v| (v as u32, prev_ref[v], x_ref[v])))
+                                }
+                            })
+                            .collect(),
+                    )
+                    .concat()
+                };
+                rounds += self.push_rounds(&mut x, deltas)?;
                 break;
             }
+            if rounds > 0 {
+                last_reach = reach;
+            }
+            prev_too_wide = too_wide;
             if too_wide {
                 wide.resize(n, 0);
                 par_ranges(&ranges, &mut wide, |range, terms| {
@@ -410,10 +450,9 @@ impl Recompute {
                 first_touch[a as usize] = false;
             }
             deltas = term_deltas(
-                &self.out,
+                &self.following,
                 touched.drain(..).map(|(a, old)| (a, old, x[a as usize])),
-            )
-            .0;
+            );
         }
     }
 }
@@ -478,26 +517,23 @@ fn sort_by_key_stable<T: Copy>(n: usize, mut items: Vec<(u32, T)>) -> Vec<(u32, 
 const SPARSE_FROM: usize = 4;
 
 /// The terms that changed between two rounds, from `(node, old value, new
-/// value)`: `(node, new term - old term)`, and how many follow edges they
-/// reach.
+/// value)`: `(node, new term - old term)`.
 fn term_deltas(
-    out: &[Vec<u32>],
+    following: &[u32],
     values: impl Iterator<Item = (u32, u64, u64)>,
-) -> (Vec<(u32, i128)>, usize) {
+) -> Vec<(u32, i128)> {
     let mut deltas = Vec::new();
-    let mut reach = 0;
     for (v, old, new) in values {
-        let f = out[v as usize].len();
+        let f = u64::from(following[v as usize]);
         if old == new || f == 0 {
             continue;
         }
-        let d = i128::from(term(new, f as u64)) - i128::from(term(old, f as u64));
+        let d = i128::from(term(new, f)) - i128::from(term(old, f));
         if d != 0 {
             deltas.push((v, d));
-            reach += f;
         }
     }
-    (deltas, reach)
+    deltas
 }
 
 impl Recompute {
@@ -584,9 +620,11 @@ impl Recompute {
         // visit (and at most one reallocation) per list.
         self.edge_count = self.edge_count + added.len() - gone.len();
         for run in sort_by_key_stable(n, added).chunk_by(|x, y| x.0 == y.0) {
-            let out = &mut self.out[run[0].0 as usize];
+            let b = run[0].0 as usize;
+            let out = &mut self.out[b];
             out.reserve(run.len());
             out.extend(run.iter().map(|&(_, a)| a));
+            self.following[b] = out.len() as u32;
         }
         // The removed edges leave them (rarer: sorted).
         gone.sort_unstable();
@@ -601,6 +639,7 @@ impl Recompute {
             } else {
                 out.retain(|x| run.binary_search_by_key(x, |&(_, a)| a).is_err());
             }
+            self.following[run[0].0 as usize] = out.len() as u32;
         }
         (inserted, removed)
     }
