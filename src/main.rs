@@ -88,6 +88,11 @@ struct RunArgs {
     /// Cut an epoch after this many milliseconds (the cut is recorded).
     #[arg(long)]
     epoch_ms: Option<u64>,
+    /// A base graph: the first epoch holds the source's first N edges
+    /// (ceil(N/P) per partition), read at full speed; --rate, --epoch-ms and
+    /// --epoch-edges apply from the second epoch on.
+    #[arg(long, value_name = "N")]
+    base_edges: Option<u64>,
     /// Stop after this many epochs in all (default: at the source's end; a
     /// Kafka source without --until-end runs until stopped).
     #[arg(long)]
@@ -764,7 +769,7 @@ fn run(args: &RunArgs) -> Result<()> {
         bail!("--until-end applies to Kafka sources (a file or a generator ends by itself)");
     }
     pipeline::set_kafka_options(args.kafka.kafka_opt.clone());
-    if args.epoch_edges == Some(0) || args.epoch_ms == Some(0) {
+    if args.epoch_edges == Some(0) || args.epoch_ms == Some(0) || args.base_edges == Some(0) {
         bail!("an epoch must have at least one edge or one millisecond");
     }
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
@@ -794,6 +799,7 @@ fn run(args: &RunArgs) -> Result<()> {
         partitions: source.partitions(),
         epoch_edges: args.epoch_edges,
         epoch_ms: args.epoch_ms,
+        base_edges: args.base_edges,
         epochs: args.epochs,
         checkpoint: args.checkpoint,
         rate: args.rate,

@@ -93,6 +93,10 @@ pub struct JobConfig {
     pub epoch_edges: Option<u64>,
     /// Epochs of this many milliseconds (recorded cuts).
     pub epoch_ms: Option<u64>,
+    /// The first epoch: the source's first this many edges, read at full
+    /// speed (a base graph), whatever the other cuts and the rate.
+    #[serde(default)]
+    pub base_edges: Option<u64>,
     /// Stop after this many epochs in all.
     pub epochs: Option<u64>,
     /// The checkpoint mode.
@@ -1013,7 +1017,9 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         let ends: Vec<Position> = last.ranges.iter().map(|r| r.1).collect();
         Cutter::new(source.clone(), &ends)?
     };
-    cutter.pace(cfg.rate);
+    // A base graph is read at full speed: the rate applies after it.
+    let base_due = c == 0 && cfg.base_edges.is_some();
+    cutter.pace(if base_due { None } else { cfg.rate });
 
     let (tx, rx) = crossbeam_channel::bounded::<Job>(4);
     let writer = {
@@ -1088,9 +1094,14 @@ fn stream_loop(
         if stop() {
             return Ok((e, true));
         }
-        let slices: Vec<Slice> = match (cfg.epoch_edges, cfg.epoch_ms) {
-            (_, Some(ms)) => cutter.by_time(Duration::from_millis(ms), u64::MAX, stop)?,
-            (n, None) => cutter.by_count(n.unwrap_or(100_000), stop)?,
+        let slices: Vec<Slice> = match (cfg.base_edges, cfg.epoch_edges, cfg.epoch_ms) {
+            (Some(n), _, _) if e == 0 => {
+                let slices = cutter.by_count(n, stop)?;
+                cutter.pace(cfg.rate);
+                slices
+            }
+            (_, _, Some(ms)) => cutter.by_time(Duration::from_millis(ms), u64::MAX, stop)?,
+            (_, n, None) => cutter.by_count(n.unwrap_or(100_000), stop)?,
         };
         let closed_at = now_ms();
         let lag = cutter.backlog();

@@ -922,7 +922,8 @@ fn sigint_stops_then_resume_finishes_identically() {
 /// Time-cut epochs are recorded before anything of them is published:
 /// after kills and resumes, every committed epoch's output equals the
 /// offline computation on the edges its recorded cut covers (one partition,
-/// so epoch e covers the first n_1 + ... + n_e lines).
+/// so epoch e covers the first n_1 + ... + n_e lines). The first epoch is a
+/// base graph of a fixed size (`--base-edges`), read unpaced.
 #[test]
 fn time_cut_epochs_survive_kills_and_equal_a_replay_of_the_cuts() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -937,7 +938,17 @@ fn time_cut_epochs_survive_kills_and_equal_a_replay_of_the_cuts() {
         .collect();
     let source = format!("file:{}", file.display());
     let store = dir.path().join("store");
-    let extra = ["--partitions", "1", "--epoch-ms", "40", "--rate", "30000"];
+    // A base graph of 3,000 edges first (full speed), then time cuts.
+    let extra = [
+        "--partitions",
+        "1",
+        "--epoch-ms",
+        "40",
+        "--rate",
+        "30000",
+        "--base-edges",
+        "3000",
+    ];
     let args = run_args(&store, &source, "sync", &extra);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(41);
     let delays: Vec<Duration> = (0..6)
@@ -960,6 +971,7 @@ fn time_cut_epochs_survive_kills_and_equal_a_replay_of_the_cuts() {
         "every line once"
     );
     assert!(sizes.len() > 10, "{} epochs", sizes.len());
+    assert_eq!(sizes[0], 3000, "the base graph is the first epoch");
     let mut so_far = 0usize;
     for (i, n) in sizes.iter().enumerate() {
         so_far += *n as usize;

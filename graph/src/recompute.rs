@@ -277,7 +277,11 @@ impl Recompute {
     /// Iterates from zero to the least fixpoint into `self.x`.
     fn iterate(&mut self) -> Result<(), Overflow> {
         let n = self.ids.len();
-        debug_assert!(self.out.iter().zip(&self.following).all(|(o, &f)| o.len() == f as usize));
+        debug_assert!(self
+            .out
+            .iter()
+            .zip(&self.following)
+            .all(|(o, &f)| o.len() == f as usize));
         let ranges = self.ranges();
         // `x` is round r's values, `prev` round r - 1's.
         let mut x = vec![0u64; n];
@@ -347,7 +351,10 @@ impl Recompute {
             // instead of re-summing every list.
             if rounds > 0 && reach <= sparse {
                 let deltas: Vec<(u32, i128)> = if parts.iter().all(|p| p.2.is_some()) {
-                    parts.into_iter().flat_map(|p| p.2.unwrap_or_default()).collect()
+                    parts
+                        .into_iter()
+                        .flat_map(|p| p.2.unwrap_or_default())
+                        .collect()
                 } else {
                     on_threads(
                         ranges
@@ -355,7 +362,10 @@ impl Recompute {
                             .map(|r| {
                                 let r = r.clone();
                                 move || {
-                                    term_deltas(following, r.map(|v| (v as u32, prev_ref[v], x_ref[v])))
+                                    term_deltas(
+                                        following,
+                                        r.map(|v| (v as u32, prev_ref[v], x_ref[v])),
+                                    )
                                 }
                             })
                             .collect(),
