@@ -63,7 +63,7 @@ fig7c() {
   if [ "$quick" = 1 ]; then epochs=8 epoch_ms=500 every=3 from=3 scale=16; fi
   local base=$(( 16 << scale ))
   # Edge factor: the base's 16 and enough draws for the stream after it.
-  local ef=$(( 16 + epochs * epoch_ms / 1000 * rate / (1 << scale) + 1 ))
+  local ef=$(( 16 + epochs * epoch_ms / 1000 * rate / (1 << scale) + 2 ))
   local src="gen:rmat?scale=${scale}&edge-factor=${ef}&seed=1"
   for mode in none async sync; do
     step "fig7c: $mode, a scale-$scale base graph, then $epochs epochs of ${epoch_ms} ms at $rate edges/s"

@@ -85,7 +85,8 @@ struct RunArgs {
     /// reproducible. The default when --epoch-ms is not given: 100000.
     #[arg(long, conflicts_with = "epoch_ms")]
     epoch_edges: Option<u64>,
-    /// Cut an epoch after this many milliseconds (the cut is recorded).
+    /// Cut an epoch every this many milliseconds, on a fixed schedule while
+    /// processing keeps up (the cut is recorded).
     #[arg(long)]
     epoch_ms: Option<u64>,
     /// A base graph: the first epoch holds the source's first N edges

@@ -1017,9 +1017,7 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         let ends: Vec<Position> = last.ranges.iter().map(|r| r.1).collect();
         Cutter::new(source.clone(), &ends)?
     };
-    // A base graph is read at full speed: the rate applies after it.
-    let base_due = c == 0 && cfg.base_edges.is_some();
-    cutter.pace(if base_due { None } else { cfg.rate });
+    cutter.pace(cfg.rate);
 
     let (tx, rx) = crossbeam_channel::bounded::<Job>(4);
     let writer = {
@@ -1084,7 +1082,17 @@ fn stream_loop(
     batcher: &mut batch::Batcher<'_, '_>,
 ) -> Result<(u64, bool)> {
     let mut e = committed;
+    // A base graph is read at full speed; the rate applies from the epoch
+    // after it, once it is processed (no backlog piles up meanwhile).
+    let mut base_unpaced = e == 0 && cfg.base_edges.is_some();
+    if base_unpaced {
+        cutter.pace(None);
+    }
     loop {
+        if base_unpaced && e > 0 {
+            cutter.pace(cfg.rate);
+            base_unpaced = false;
+        }
         if shared.error.lock().is_some() {
             return Ok((e, false));
         }
@@ -1095,11 +1103,7 @@ fn stream_loop(
             return Ok((e, true));
         }
         let slices: Vec<Slice> = match (cfg.base_edges, cfg.epoch_edges, cfg.epoch_ms) {
-            (Some(n), _, _) if e == 0 => {
-                let slices = cutter.by_count(n, stop)?;
-                cutter.pace(cfg.rate);
-                slices
-            }
+            (Some(n), _, _) if e == 0 => cutter.by_count(n, stop)?,
             (_, _, Some(ms)) => cutter.by_time(Duration::from_millis(ms), u64::MAX, stop)?,
             (_, n, None) => cutter.by_count(n.unwrap_or(100_000), stop)?,
         };

@@ -29,8 +29,6 @@ pub(crate) struct Packed {
     spilled: usize,
     /// Live entries in all.
     total: usize,
-    /// Buffers of [`Packed::edit`].
-    scratch: (Vec<u32>, Vec<u32>),
 }
 
 impl Default for Packed {
@@ -76,7 +74,6 @@ impl Packed {
             side_lists: Vec::new(),
             spilled: 0,
             total,
-            scratch: Default::default(),
         };
         p.start.push(0);
         for v in 0..n {
@@ -107,7 +104,6 @@ impl Packed {
             side_lists: Vec::new(),
             spilled: 0,
             total: self.total,
-            scratch: Default::default(),
         };
         p.start.push(0);
         for &old in order {
@@ -185,75 +181,76 @@ impl Packed {
         seg.binary_search(&x).is_ok() || side.binary_search(&x).is_ok()
     }
 
-    /// Applies `ops` to node v's list: `(x, insert)`, sorted by x, at most
-    /// one per x; afterwards the list holds x if and only if `insert`.
-    /// `was_there(x, held)` is called for every op, in order, with whether
-    /// the list held x before. Costs one pass over the list for each kind
-    /// of change.
-    pub(crate) fn edit(
-        &mut self,
-        v: usize,
-        ops: &[(u32, bool)],
-        mut was_there: impl FnMut(u32, bool),
-    ) {
-        debug_assert!(ops.windows(2).all(|w| w[0].0 < w[1].0));
-        let (mut ins, mut rem) = std::mem::take(&mut self.scratch);
-        ins.clear();
-        rem.clear();
-        let (seg, side) = self.list(v);
-        // Each search gallops from where the last one ended (the ops are
-        // sorted): k ops on a list of L cost about k log(L / k) and touch
-        // nearby entries, never k log L scattered over the list.
-        let (mut i, mut j) = (0, 0);
-        for &(x, insert) in ops {
-            i = gallop(seg, i, x);
-            j = gallop(side, j, x);
-            let present = seg.get(i) == Some(&x) || side.get(j) == Some(&x);
-            was_there(x, present);
-            if present != insert {
-                if insert { &mut ins } else { &mut rem }.push(x);
-            }
-        }
-        let s = self.start[v];
-        if !rem.is_empty() {
-            let n = self.len[v] as usize;
-            self.len[v] = retain_absent(&mut self.flat[s..s + n], &rem) as u32;
+    /// The lists cut at the nodes `cuts` (ascending) into parts that
+    /// threads edit at once, each its own nodes' lists: part i holds the
+    /// nodes from `cuts[i - 1]` (0 for the first) to `cuts[i]` (the number
+    /// of nodes for the last). `touched` (ascending) are the nodes that will
+    /// be edited: their side lists are taken out for the parts to edit, and
+    /// [`Packed::absorb`] puts them back, with the side lists the parts made.
+    pub(crate) fn parts(&mut self, cuts: &[usize], touched: &[usize]) -> Vec<Part<'_>> {
+        let n = self.nodes();
+        let mut taken: Vec<(usize, Vec<u32>)> = Vec::new();
+        for &v in touched {
             if self.side[v] != NONE {
-                let l = &mut self.side_lists[self.side[v] as usize];
-                let before = l.len();
-                let kept = retain_absent(l, &rem);
-                l.truncate(kept);
-                self.spilled -= before - kept;
+                taken.push((
+                    v,
+                    std::mem::take(&mut self.side_lists[self.side[v] as usize]),
+                ));
             }
-            self.total -= rem.len();
         }
-        if !ins.is_empty() {
-            let n = self.len[v] as usize;
-            // Into the segment if it has room and the merge moves no more
-            // entries than one into the side list would: a hub's list of
-            // 100,000 that gains a few takes them in its side list.
-            let moved = n - self.flat[s..s + n].partition_point(|&y| y < ins[0]);
-            let side_len = match self.side[v] {
-                NONE => 0,
-                i => self.side_lists[i as usize].len(),
-            };
-            if n + ins.len() <= self.start[v + 1] - s && moved <= side_len + ins.len() {
-                merge_back(&mut self.flat[s..s + n + ins.len()], n, &ins);
-                self.len[v] += ins.len() as u32;
-            } else {
-                if self.side[v] == NONE {
-                    self.side[v] = self.side_lists.len() as u32;
-                    self.side_lists.push(Vec::new());
-                }
-                let l = &mut self.side_lists[self.side[v] as usize];
-                let n = l.len();
-                l.resize(n + ins.len(), 0);
-                merge_back(l, n, &ins);
-                self.spilled += ins.len();
+        let mut taken = taken.into_iter().peekable();
+        let Self {
+            start,
+            len,
+            flat,
+            side,
+            ..
+        } = self;
+        let (mut len_rest, mut flat_rest) = (&mut len[..], &mut flat[..]);
+        let mut parts = Vec::with_capacity(cuts.len() + 1);
+        let mut lo = 0;
+        for hi in cuts.iter().copied().chain([n]) {
+            let hi = hi.clamp(lo, n);
+            let (l, rest) = std::mem::take(&mut len_rest).split_at_mut(hi - lo);
+            len_rest = rest;
+            let (f, rest) = std::mem::take(&mut flat_rest).split_at_mut(start[hi] - start[lo]);
+            flat_rest = rest;
+            let mut sides = Vec::new();
+            while let Some(t) = taken.next_if(|t| t.0 < hi) {
+                sides.push(t);
             }
-            self.total += ins.len();
+            parts.push(Part {
+                lo,
+                start: &start[lo..=hi],
+                len: l,
+                flat: f,
+                side: &side[lo..hi],
+                sides,
+                next_side: 0,
+                made: Vec::new(),
+                spilled: 0,
+                total: 0,
+                last: None,
+                scratch: Default::default(),
+            });
+            lo = hi;
         }
-        self.scratch = (ins, rem);
+        parts
+    }
+
+    /// Puts back what [`Packed::parts`] took, once the parts are done.
+    pub(crate) fn absorb(&mut self, done: Vec<Edited>) {
+        for d in done {
+            for (v, l) in d.sides {
+                self.side_lists[self.side[v] as usize] = l;
+            }
+            for (v, l) in d.made {
+                self.side[v] = self.side_lists.len() as u32;
+                self.side_lists.push(l);
+            }
+            self.spilled = self.spilled.wrapping_add_signed(d.spilled);
+            self.total = self.total.wrapping_add_signed(d.total);
+        }
     }
 
     /// Whether the side lists hold enough that a repack is due.
@@ -279,6 +276,148 @@ impl Packed {
                 .iter()
                 .map(|l| l.capacity() * 4 + 24)
                 .sum::<usize>()
+    }
+}
+
+/// The lists of nodes `lo..hi` of a [`Packed`], edited by one thread
+/// (see [`Packed::parts`]).
+pub(crate) struct Part<'a> {
+    lo: usize,
+    /// `start[lo..=hi]`, and `len` and `side` of nodes `lo..hi`.
+    start: &'a [usize],
+    len: &'a mut [u32],
+    side: &'a [u32],
+    /// The array from `start[lo]` to `start[hi]`.
+    flat: &'a mut [u32],
+    /// The side lists of the touched nodes, by node, and the next one.
+    sides: Vec<(usize, Vec<u32>)>,
+    next_side: usize,
+    /// Side lists made for nodes that had none.
+    made: Vec<(usize, Vec<u32>)>,
+    /// Changes to the counts of spilled and live entries.
+    spilled: isize,
+    total: isize,
+    /// The last node edited (nodes come in ascending order).
+    last: Option<usize>,
+    scratch: (Vec<u32>, Vec<u32>),
+}
+
+/// What a [`Part`] changed outside the array, for [`Packed::absorb`].
+pub(crate) struct Edited {
+    sides: Vec<(usize, Vec<u32>)>,
+    made: Vec<(usize, Vec<u32>)>,
+    spilled: isize,
+    total: isize,
+}
+
+impl Part<'_> {
+    /// One past the last node of this part.
+    pub(crate) fn end(&self) -> usize {
+        self.lo + self.len.len()
+    }
+
+    /// Applies `ops` to node v's list: `(x, insert)`, sorted by x, at most
+    /// one per x; afterwards the list holds x if and only if `insert`.
+    /// `was_there(x, held)` is called for every op, in order, with whether
+    /// the list held x before. Costs one pass over the list for each kind
+    /// of change. Nodes come in ascending order, each once, and each one
+    /// given as touched to [`Packed::parts`].
+    pub(crate) fn edit(
+        &mut self,
+        v: usize,
+        ops: &[(u32, bool)],
+        mut was_there: impl FnMut(u32, bool),
+    ) {
+        debug_assert!(ops.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(
+            self.last.is_none_or(|l| l < v) && v < self.end(),
+            "node {v} edited out of order or outside its part"
+        );
+        self.last = Some(v);
+        let i = v - self.lo;
+        while self.sides.get(self.next_side).is_some_and(|t| t.0 < v) {
+            self.next_side += 1;
+        }
+        let side_ix = if self.side[i] == NONE {
+            None
+        } else {
+            assert!(
+                self.sides.get(self.next_side).is_some_and(|t| t.0 == v),
+                "node {v}'s side list was not taken"
+            );
+            Some(self.next_side)
+        };
+        let (mut ins, mut rem) = std::mem::take(&mut self.scratch);
+        ins.clear();
+        rem.clear();
+        let s = self.start[i] - self.start[0];
+        let room = self.start[i + 1] - self.start[i];
+        {
+            let seg = &self.flat[s..s + self.len[i] as usize];
+            let side: &[u32] = side_ix.map_or(&[], |k| &self.sides[k].1);
+            // Each search gallops from where the last one ended (the ops
+            // are sorted): k ops on a list of L cost about k log(L / k)
+            // and touch nearby entries, never k log L scattered over it.
+            let (mut i, mut j) = (0, 0);
+            for &(x, insert) in ops {
+                i = gallop(seg, i, x);
+                j = gallop(side, j, x);
+                let present = seg.get(i) == Some(&x) || side.get(j) == Some(&x);
+                was_there(x, present);
+                if present != insert {
+                    if insert { &mut ins } else { &mut rem }.push(x);
+                }
+            }
+        }
+        if !rem.is_empty() {
+            let n = self.len[i] as usize;
+            self.len[i] = retain_absent(&mut self.flat[s..s + n], &rem) as u32;
+            if let Some(k) = side_ix {
+                let l = &mut self.sides[k].1;
+                let before = l.len();
+                let kept = retain_absent(l, &rem);
+                l.truncate(kept);
+                self.spilled -= (before - kept) as isize;
+            }
+            self.total -= rem.len() as isize;
+        }
+        if !ins.is_empty() {
+            let n = self.len[i] as usize;
+            // Into the segment if it has room and the merge moves no more
+            // entries than one into the side list would: a hub's list of
+            // 100,000 that gains a few takes them in its side list.
+            let moved = n - self.flat[s..s + n].partition_point(|&y| y < ins[0]);
+            let side_len = side_ix.map_or(0, |k| self.sides[k].1.len());
+            if n + ins.len() <= room && moved <= side_len + ins.len() {
+                merge_back(&mut self.flat[s..s + n + ins.len()], n, &ins);
+                self.len[i] += ins.len() as u32;
+            } else {
+                let l = match side_ix {
+                    Some(k) => &mut self.sides[k].1,
+                    None => {
+                        self.made.push((v, Vec::new()));
+                        let last = self.made.len() - 1;
+                        &mut self.made[last].1
+                    }
+                };
+                let n = l.len();
+                l.resize(n + ins.len(), 0);
+                merge_back(l, n, &ins);
+                self.spilled += ins.len() as isize;
+            }
+            self.total += ins.len() as isize;
+        }
+        self.scratch = (ins, rem);
+    }
+
+    /// What this part changed outside the array.
+    pub(crate) fn finish(self) -> Edited {
+        Edited {
+            sides: self.sides,
+            made: self.made,
+            spilled: self.spilled,
+            total: self.total,
+        }
     }
 }
 
@@ -363,33 +502,51 @@ mod tests {
         fn edits_match_plain_sets(
             init in proptest::collection::vec(proptest::collection::vec(0u32..20, 0..6), 0..8),
             epochs in proptest::collection::vec(
-                (proptest::collection::vec((0usize..10, 0u32..20, any::<bool>()), 0..40), any::<bool>()),
+                (
+                    proptest::collection::vec((0usize..10, 0u32..20, any::<bool>()), 0..40),
+                    any::<bool>(),
+                    proptest::collection::vec(0usize..11, 0..4),
+                ),
                 0..12,
             ),
         ) {
             let mut plain: Vec<BTreeSet<u32>> = init.iter().map(|l| l.iter().copied().collect()).collect();
             let mut p = Packed::from_lists(&init);
-            for (edits, repack) in epochs {
-                // One edit call per node per epoch, its ops sorted, the
-                // last op on an entry winning.
-                let mut by_node: std::collections::BTreeMap<usize, std::collections::BTreeMap<u32, bool>> = Default::default();
+            for (edits, repack, mut cuts) in epochs {
+                // One edit per node per epoch, its ops sorted, the last op
+                // on an entry winning; the nodes cut into parts at `cuts`.
+                let mut by_node: std::collections::BTreeMap<usize, Vec<(u32, bool)>> = Default::default();
                 for (v, x, insert) in edits {
-                    by_node.entry(v).or_default().insert(x, insert);
+                    let ops = by_node.entry(v).or_default();
+                    ops.retain(|o| o.0 != x);
+                    ops.push((x, insert));
+                    ops.sort_unstable();
                 }
-                for (v, ops) in by_node {
-                    while plain.len() <= v {
-                        plain.push(BTreeSet::new());
-                        p.push_node();
-                    }
-                    let ops: Vec<(u32, bool)> = ops.into_iter().collect();
-                    let mut want = Vec::new();
-                    for &(x, insert) in &ops {
-                        want.push((x, plain[v].contains(&x)));
+                while plain.len() <= by_node.keys().max().copied().unwrap_or(0) {
+                    plain.push(BTreeSet::new());
+                    p.push_node();
+                }
+                cuts.sort_unstable();
+                cuts.dedup();
+                let mut want = Vec::new();
+                for (&v, ops) in &by_node {
+                    for &(x, insert) in ops {
+                        want.push((v, x, plain[v].contains(&x)));
                         if insert { plain[v].insert(x) } else { plain[v].remove(&x) };
                     }
-                    let mut got = Vec::new();
-                    p.edit(v, &ops, |x, held| got.push((x, held)));
-                    prop_assert_eq!(got, want);
+                }
+                let touched: Vec<usize> = by_node.keys().copied().collect();
+                let mut parts = p.parts(&cuts, &touched);
+                prop_assert_eq!(parts.len(), cuts.len() + 1);
+                let mut got = Vec::new();
+                for (&v, ops) in &by_node {
+                    let part = parts.iter_mut().find(|part| v < part.end()).expect("a part");
+                    part.edit(v, ops, |x, held| got.push((v, x, held)));
+                }
+                let done: Vec<Edited> = parts.into_iter().map(Part::finish).collect();
+                p.absorb(done);
+                prop_assert_eq!(got, want);
+                for &v in &touched {
                     prop_assert_eq!(p.len(v), plain[v].len());
                     for x in 0..20 {
                         prop_assert_eq!(p.contains(v, x), plain[v].contains(&x));

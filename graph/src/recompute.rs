@@ -67,6 +67,9 @@ pub struct Recompute {
     /// The iteration pushes differences once the changed terms reach at
     /// most 1/`sparse_from` of the edges.
     sparse_from: usize,
+    /// Epochs of at least this many operations edit the lists on
+    /// `threads` threads (smaller ones on the caller's).
+    parallel_from: usize,
 }
 
 impl Recompute {
@@ -76,6 +79,7 @@ impl Recompute {
             threads: threads.max(1),
             slack: (1024, 4096),
             sparse_from: SPARSE_FROM,
+            parallel_from: 1 << 14,
             ..Self::default()
         }
     }
@@ -180,6 +184,13 @@ impl Recompute {
     #[cfg(test)]
     pub(crate) fn push_always(mut self, always: bool) -> Self {
         self.sparse_from = if always { 1 } else { usize::MAX };
+        self
+    }
+
+    /// Edits the lists on all threads from epochs of `ops` operations on.
+    #[cfg(test)]
+    pub(crate) fn parallel_from(mut self, ops: usize) -> Self {
+        self.parallel_from = ops;
         self
     }
 
@@ -523,6 +534,86 @@ fn sort_by_key_stable<T: Copy>(n: usize, mut items: Vec<(u32, T)>) -> Vec<(u32, 
     items
 }
 
+/// Where to cut `items`, sorted by key, into at most `parts` runs of
+/// about equal length that keep each key in one run: the index of each
+/// run's first item after the first run's (ascending).
+fn even_cuts<T>(items: &[(u32, T)], parts: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = Vec::new();
+    for t in 1..parts {
+        let mut i = (items.len() * t / parts).max(cuts.last().map_or(1, |&c| c + 1));
+        while i < items.len() && items[i - 1].0 == items[i].0 {
+            i += 1;
+        }
+        if i < items.len() {
+            cuts.push(i);
+        }
+    }
+    cuts
+}
+
+/// The runs that `cuts` (from [`even_cuts`]) make of `len` items.
+fn run_bounds(cuts: &[usize], len: usize) -> Vec<std::ops::Range<usize>> {
+    let mut starts = vec![0];
+    starts.extend_from_slice(cuts);
+    let ends = cuts.iter().copied().chain([len]);
+    starts.into_iter().zip(ends).map(|(a, b)| a..b).collect()
+}
+
+/// What one thread's edits of the follower lists did.
+#[derive(Default)]
+struct Edits {
+    /// Operations that took effect, counted in stream order: a pair
+    /// inserted and removed in one epoch counts once each, as it would one
+    /// operation at a time.
+    inserted: u64,
+    removed: u64,
+    /// The edges that came and went, as (follower, followed).
+    added: Vec<(u32, u32)>,
+    gone: Vec<(u32, u32)>,
+}
+
+/// Applies `ops`, `(followed, (follower, insert))` grouped by followed node
+/// (in stream order within a node), to the lists of `part`.
+fn edit_part(part: &mut crate::packed::Part<'_>, ops: &mut [(u32, (u32, bool))]) -> Edits {
+    let mut r = Edits::default();
+    // Per pair: its last op, and its first op (with the state before the
+    // epoch, it decides whether the first op took effect).
+    let mut last_ops: Vec<(u32, bool)> = Vec::new();
+    let mut first_ops: Vec<bool> = Vec::new();
+    for group in ops.chunk_by_mut(|x, y| x.0 == y.0) {
+        let a = group[0].0;
+        // Stable: a pair's ops keep their stream order in its run.
+        group.sort_by_key(|&(_, (b, _))| b);
+        last_ops.clear();
+        first_ops.clear();
+        for run in group.chunk_by(|x, y| x.1 .0 == y.1 .0) {
+            for w in run.windows(2) {
+                match (w[0].1 .1, w[1].1 .1) {
+                    (false, true) => r.inserted += 1,
+                    (true, false) => r.removed += 1,
+                    _ => {}
+                }
+            }
+            first_ops.push(run[0].1 .1);
+            last_ops.push(run[run.len() - 1].1);
+        }
+        let mut k = 0;
+        part.edit(a as usize, &last_ops, |b, held| {
+            match (held, first_ops[k]) {
+                (false, true) => r.inserted += 1,
+                (true, false) => r.removed += 1,
+                _ => {}
+            }
+            let last = last_ops[k].1;
+            if held != last {
+                if last { &mut r.added } else { &mut r.gone }.push((b, a));
+            }
+            k += 1;
+        });
+    }
+    r
+}
+
 /// The default of [`Recompute::sparse_from`].
 const SPARSE_FROM: usize = 4;
 
@@ -557,7 +648,7 @@ impl Recompute {
         // this one); new ones get their indices here, in stream order.
         let known: Vec<Vec<(u32, u32)>> = {
             let dense = &self.dense;
-            let chunk = ops.len().div_ceil(self.threads).max(1 << 14);
+            let chunk = ops.len().div_ceil(self.threads).max(self.parallel_from);
             on_threads(
                 ops.chunks(chunk)
                     .map(|part| {
@@ -583,59 +674,82 @@ impl Recompute {
         }
         let n = self.ids.len();
         let mut grouped = sort_by_key_stable(n, dense);
-        // Per pair: its last op, and its first op (with the state before
-        // the epoch, it decides whether the first op took effect).
-        let mut last_ops: Vec<(u32, bool)> = Vec::new();
-        let mut first_ops: Vec<bool> = Vec::new();
-        // The edges that came and went, as (follower, followed).
-        let mut added: Vec<(u32, u32)> = Vec::new();
-        let mut gone: Vec<(u32, u32)> = Vec::new();
-        // Operations that took effect, counted in stream order: a pair
-        // inserted and removed in one epoch counts once each, as it would
-        // one operation at a time.
-        let (mut inserted, mut removed) = (0u64, 0u64);
-        for group in grouped.chunk_by_mut(|x, y| x.0 == y.0) {
-            let a = group[0].0 as usize;
-            // Stable: a pair's ops keep their stream order in its run.
-            group.sort_by_key(|&(_, (b, _))| b);
-            last_ops.clear();
-            first_ops.clear();
-            for run in group.chunk_by(|x, y| x.1 .0 == y.1 .0) {
-                for w in run.windows(2) {
-                    match (w[0].1 .1, w[1].1 .1) {
-                        (false, true) => inserted += 1,
-                        (true, false) => removed += 1,
-                        _ => {}
+        // Each thread edits the follower lists of a range of nodes, with
+        // about equal numbers of operations: an epoch's edits are mostly
+        // cache misses, one list each, and the threads wait on theirs at
+        // once. A small epoch stays on this thread.
+        let threads = if grouped.len() < self.parallel_from {
+            1
+        } else {
+            self.threads
+        };
+        let cuts = even_cuts(&grouped, threads);
+        let node_cuts: Vec<usize> = cuts.iter().map(|&i| grouped[i].0 as usize).collect();
+        let touched: Vec<usize> = grouped
+            .chunk_by(|x, y| x.0 == y.0)
+            .map(|g| g[0].0 as usize)
+            .collect();
+        let bounds = run_bounds(&cuts, grouped.len());
+        let mut pieces: Vec<&mut [(u32, (u32, bool))]> = Vec::with_capacity(bounds.len());
+        let mut rest = &mut grouped[..];
+        for r in &bounds {
+            let (piece, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
+            pieces.push(piece);
+            rest = tail;
+        }
+        let parts = self.followers.parts(&node_cuts, &touched);
+        debug_assert_eq!(parts.len(), pieces.len());
+        let done: Vec<(crate::packed::Edited, Edits)> = on_threads(
+            parts
+                .into_iter()
+                .zip(pieces)
+                .map(|(mut part, piece)| {
+                    move || {
+                        let edits = edit_part(&mut part, piece);
+                        (part.finish(), edits)
                     }
-                }
-                first_ops.push(run[0].1 .1);
-                last_ops.push(run[run.len() - 1].1);
-            }
-            let mut k = 0;
-            self.followers.edit(a, &last_ops, |b, held| {
-                match (held, first_ops[k]) {
-                    (false, true) => inserted += 1,
-                    (true, false) => removed += 1,
-                    _ => {}
-                }
-                let last = last_ops[k].1;
-                if held != last {
-                    if last { &mut added } else { &mut gone }.push((b, a as u32));
-                }
-                k += 1;
-            });
+                })
+                .collect(),
+        );
+        let (mut inserted, mut removed) = (0u64, 0u64);
+        let (mut added, mut gone) = (Vec::new(), Vec::new());
+        let mut edited = Vec::with_capacity(done.len());
+        for (e, d) in done {
+            edited.push(e);
+            inserted += d.inserted;
+            removed += d.removed;
+            added.extend(d.added);
+            gone.extend(d.gone);
         }
+        self.followers.absorb(edited);
         drop(grouped);
-        // The new edges join the following lists, grouped by follower: one
-        // visit (and at most one reallocation) per list.
+        // The new edges join the following lists, grouped by follower (one
+        // visit and at most one reallocation per list), each thread on a
+        // range of followers.
         self.edge_count = self.edge_count + added.len() - gone.len();
-        for run in sort_by_key_stable(n, added).chunk_by(|x, y| x.0 == y.0) {
-            let b = run[0].0 as usize;
-            let out = &mut self.out[b];
-            out.reserve(run.len());
-            out.extend(run.iter().map(|&(_, a)| a));
-            self.following[b] = out.len() as u32;
+        let added = sort_by_key_stable(n, added);
+        let cuts = even_cuts(&added, threads);
+        let mut jobs = Vec::with_capacity(cuts.len() + 1);
+        let (mut out, mut following, mut rest) =
+            (&mut self.out[..], &mut self.following[..], &added[..]);
+        let mut lo = 0;
+        for r in run_bounds(&cuts, added.len()) {
+            let hi = added.get(r.end).map_or(n, |x| x.0 as usize);
+            let (o, o_rest) = std::mem::take(&mut out).split_at_mut(hi - lo);
+            let (f, f_rest) = std::mem::take(&mut following).split_at_mut(hi - lo);
+            let (piece, tail) = rest.split_at(r.len());
+            (out, following, rest) = (o_rest, f_rest, tail);
+            jobs.push(move || {
+                for run in piece.chunk_by(|x, y| x.0 == y.0) {
+                    let b = run[0].0 as usize - lo;
+                    o[b].reserve(run.len());
+                    o[b].extend(run.iter().map(|&(_, a)| a));
+                    f[b] = o[b].len() as u32;
+                }
+            });
+            lo = hi;
         }
+        on_threads(jobs);
         // The removed edges leave them (rarer: sorted).
         gone.sort_unstable();
         for run in gone.chunk_by(|x, y| x.0 == y.0) {
@@ -876,7 +990,7 @@ mod tests {
         let mut next = numbers(11);
         let epochs: Vec<Vec<EdgeOp>> = (0..6)
             .map(|e| {
-                (0..[6000, 9000, 300, 12_000, 5000, 8000][e])
+                (0..[6000, 9000, 300, 20_000, 5000, 8000][e])
                     .map(|_| {
                         // Skewed ends: hubs on both sides.
                         let (ra, rb) = (next(400) + 1, next(400) + 1);
@@ -893,5 +1007,8 @@ mod tests {
         check_impl(Recompute::new(1), &epochs);
         check_impl(Recompute::new(2), &epochs);
         check_impl(Recompute::new(2).relabel_often(), &epochs);
+        // Every epoch's lists edited on several threads.
+        check_impl(Recompute::new(2).parallel_from(1), &epochs);
+        check_impl(Recompute::new(3).parallel_from(1).relabel_often(), &epochs);
     }
 }
