@@ -386,6 +386,18 @@ mod tests {
     use crate::rmat::Rmat;
     use crate::source::{FileSource, GenSource};
 
+    /// An R-MAT generator source.
+    fn generator(scale: u32, edge_factor: u64, seed: u64, partitions: usize) -> Arc<dyn Source> {
+        Arc::new(GenSource::new(
+            Rmat {
+                scale,
+                edge_factor,
+                seed,
+            },
+            partitions,
+        ))
+    }
+
     fn never() -> bool {
         false
     }
@@ -462,14 +474,7 @@ mod tests {
         c.by_count(2, &never)?;
         assert_eq!(c.backlog(), Some((0, "bytes")));
         // A paced generator: edges arrived at the rate but not read yet.
-        let gen: Arc<dyn Source> = Arc::new(GenSource::new(
-            Rmat {
-                scale: 10,
-                edge_factor: 4,
-                seed: 2,
-            },
-            1,
-        ));
+        let gen: Arc<dyn Source> = generator(10, 4, 2, 1);
         let mut p = Cutter::from_start(gen)?;
         p.pace(Some(1_000.0));
         std::thread::sleep(Duration::from_millis(50));
@@ -481,14 +486,7 @@ mod tests {
 
     #[test]
     fn time_cuts_follow_a_schedule_while_processing_keeps_up() -> Result<(), SourceError> {
-        let src: Arc<dyn Source> = Arc::new(GenSource::new(
-            Rmat {
-                scale: 14,
-                edge_factor: 16,
-                seed: 3,
-            },
-            2,
-        ));
+        let src: Arc<dyn Source> = generator(14, 16, 3, 2);
         let mut c = Cutter::from_start(src)?;
         c.pace(Some(20_000.0));
         let window = Duration::from_millis(100);
@@ -512,14 +510,7 @@ mod tests {
 
     #[test]
     fn time_cuts_record_ranges_that_replay() -> Result<(), SourceError> {
-        let src: Arc<dyn Source> = Arc::new(GenSource::new(
-            Rmat {
-                scale: 10,
-                edge_factor: 4,
-                seed: 2,
-            },
-            2,
-        ));
+        let src: Arc<dyn Source> = generator(10, 4, 2, 2);
         let mut c = Cutter::from_start(src.clone())?;
         c.pace(Some(50_000.0));
         let e = c.by_time(Duration::from_millis(30), u64::MAX, &never)?;
