@@ -76,15 +76,18 @@ pub enum IdIndex {
 }
 
 impl Default for IdIndex {
+    /// An empty table: a graph that starts empty and streams dense ids
+    /// (an R-MAT stream, a renumbered dataset) keeps a direct table, and
+    /// moves to a map only at an id far past its nodes.
     fn default() -> Self {
-        Self::Hashed(IdMap::default())
+        Self::Direct(Vec::new())
     }
 }
 
 /// The largest table for `nodes` nodes: 8 slots per node (32 bytes, about
-/// a hash map's), at least 64K, at most 2^30.
+/// a hash map's), at least 4M (16 MB), at most 2^30.
 fn direct_limit(nodes: u64) -> u64 {
-    nodes.max(1 << 16).saturating_mul(8).min(1 << 30)
+    nodes.saturating_mul(8).clamp(1 << 22, 1 << 30)
 }
 
 impl IdIndex {
@@ -275,6 +278,12 @@ mod tests {
         assert_eq!(ix.get(4), None);
         // An id past the table but dense: the table grows.
         assert_eq!(ix.get_or_insert(5000, 1), 1);
+        assert!(matches!(ix, IdIndex::Direct(_)));
+        // From an empty index too.
+        let mut empty = IdIndex::default();
+        assert_eq!(empty.get_or_insert(3_000_000, 0), 0);
+        assert_eq!((empty.get(3_000_000), empty.get(7)), (Some(0), None));
+        assert!(matches!(empty, IdIndex::Direct(_)));
         assert!(matches!(ix, IdIndex::Direct(_)));
         assert_eq!(
             (ix.get(3), ix.get(5000), ix.get(4999)),
