@@ -1017,7 +1017,6 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         let ends: Vec<Position> = last.ranges.iter().map(|r| r.1).collect();
         Cutter::new(source.clone(), &ends)?
     };
-    cutter.pace(cfg.rate);
 
     let (tx, rx) = crossbeam_channel::bounded::<Job>(4);
     let writer = {
@@ -1082,12 +1081,11 @@ fn stream_loop(
     batcher: &mut batch::Batcher<'_, '_>,
 ) -> Result<(u64, bool)> {
     let mut e = committed;
-    // A base graph is read at full speed; the rate applies from the epoch
-    // after it, once it is processed (no backlog piles up meanwhile).
+    // Reads are paced at the rate, except a base graph: it is read at full
+    // speed, and the rate applies from the epoch after it, once it is
+    // processed (no backlog piles up meanwhile).
     let mut base_unpaced = e == 0 && cfg.base_edges.is_some();
-    if base_unpaced {
-        cutter.pace(None);
-    }
+    cutter.pace(if base_unpaced { None } else { cfg.rate });
     loop {
         if base_unpaced && e > 0 {
             cutter.pace(cfg.rate);

@@ -8,7 +8,7 @@
 //! [`Packed::repack`] folds the side lists back in. A node's segment and its
 //! side list are each sorted, so whether an entry is there is two binary
 //! searches, and an epoch's edits to a list are one merge
-//! ([`Packed::edit`]) instead of a scan per edit: a hub with 100,000
+//! ([`Part::edit`]) instead of a scan per edit: a hub with 100,000
 //! followers that gains 1,000 costs one pass over its list, not 1,000.
 
 /// No side list.

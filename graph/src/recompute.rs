@@ -312,10 +312,7 @@ impl Recompute {
         loop {
             let (following, followers, ids) = (&self.following, &self.followers, &self.ids);
             let (x_ref, prev_ref) = (&x, &prev);
-            let term_of = |v: usize| match following[v] {
-                0 => 0,
-                f => term(x_ref[v], u64::from(f)),
-            };
+            let term_of = |v: usize| node_term(x_ref[v], following[v]);
             // Round r's terms, each thread on its range of nodes, and how
             // many follow edges the terms that moved since round r - 1
             // reach. Round r - 1's term is the one it overwrites (one
@@ -334,10 +331,7 @@ impl Recompute {
                         } else if x_ref[v] == prev_ref[v] {
                             w
                         } else {
-                            match following[v] {
-                                0 => 0,
-                                f => term(prev_ref[v], u64::from(f)),
-                            }
+                            node_term(prev_ref[v], following[v])
                         };
                         if old != w {
                             reach += following[v] as usize;
@@ -614,6 +608,15 @@ fn edit_part(part: &mut crate::packed::Part<'_>, ops: &mut [(u32, (u32, bool))])
     r
 }
 
+/// The term of a node of value `x` that follows `following` nodes (0 for
+/// a node that follows none: it is in no list).
+fn node_term(x: u64, following: u32) -> u64 {
+    match following {
+        0 => 0,
+        f => term(x, u64::from(f)),
+    }
+}
+
 /// The default of [`Recompute::sparse_from`].
 const SPARSE_FROM: usize = 4;
 
@@ -625,11 +628,11 @@ fn term_deltas(
 ) -> Vec<(u32, i128)> {
     let mut deltas = Vec::new();
     for (v, old, new) in values {
-        let f = u64::from(following[v as usize]);
-        if old == new || f == 0 {
+        if old == new {
             continue;
         }
-        let d = i128::from(term(new, f)) - i128::from(term(old, f));
+        let f = following[v as usize];
+        let d = i128::from(node_term(new, f)) - i128::from(node_term(old, f));
         if d != 0 {
             deltas.push((v, d));
         }
