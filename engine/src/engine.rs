@@ -227,6 +227,11 @@ impl<O: Data> RunHandle<O> {
     }
 }
 
+/// Where a workflow's task outputs are: `<prefix><task id>`.
+pub(crate) fn tasks_prefix(wid: &WorkflowId) -> String {
+    format!("workflows/{wid}/tasks/")
+}
+
 fn meta_key(wid: &WorkflowId) -> String {
     format!("workflows/{wid}/meta")
 }
@@ -768,6 +773,9 @@ impl Engine {
         };
         let meta_bytes = encode(Kind::Meta, &meta)?;
         let status_bytes = encode(Kind::Status, &status)?;
+        // Made ready now (a local directory) and durable by the metadata's
+        // commit, so that the first output's commit needs no flush of it.
+        self.inner.store.prepare(&tasks_prefix(&wid));
         // The run holds no status until its first version is durable, so
         // that the lease keeper cannot write one before it.
         let run = Run::new(
@@ -1099,7 +1107,7 @@ impl Engine {
     }
 
     fn committed_tasks(&self, wid: &WorkflowId) -> Result<HashSet<String>, EngineError> {
-        let prefix = format!("workflows/{wid}/tasks/");
+        let prefix = tasks_prefix(wid);
         Ok(self
             .inner
             .store
@@ -1116,7 +1124,7 @@ impl Engine {
         task_id: &str,
     ) -> Result<Option<T>, EngineError> {
         crate::id::validate_component("task id", task_id, 255)?;
-        let key = format!("workflows/{wid}/tasks/{task_id}");
+        let key = format!("{}{task_id}", tasks_prefix(wid));
         match self.inner.store.get(&key)? {
             Some(bytes) => Ok(Some(codec::decode(&key, Kind::TaskOutput, &bytes)?)),
             None => Ok(None),

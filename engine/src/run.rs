@@ -231,7 +231,7 @@ impl Run {
     }
 
     pub fn task_key(&self, task_id: &str) -> String {
-        format!("workflows/{}/tasks/{task_id}", self.wid)
+        format!("{}{task_id}", crate::engine::tasks_prefix(&self.wid))
     }
 
     /// Starts the tasks whose inputs are all available.

@@ -110,6 +110,10 @@ impl Store for FaultyStore {
         })
     }
 
+    fn prepare(&self, prefix: &str) {
+        self.inner.prepare(prefix)
+    }
+
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.with("put", key, || self.inner.put(key, value))
     }

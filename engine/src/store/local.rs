@@ -38,6 +38,10 @@ pub struct LocalStore {
     /// once (another writer, or a crashed process, may have created one
     /// without the fsync yet).
     durable_dirs: parking_lot::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Directories created by [`Store::prepare`] whose entry in their parent
+    /// is not flushed yet: the next flush of the parent (or a `syncfs`) makes
+    /// them durable.
+    fresh_dirs: parking_lot::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl LocalStore {
@@ -59,6 +63,7 @@ impl LocalStore {
             root,
             fsync: true,
             durable_dirs: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            fresh_dirs: parking_lot::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -122,12 +127,34 @@ impl LocalStore {
     }
 
     fn sync_dir(&self, key: &str, dir: &Path) -> Result<(), StoreError> {
-        if !self.fsync {
-            return Ok(());
+        // Prepared directories in `dir` made before the flush are durable after it.
+        let covered: Vec<PathBuf> = self
+            .fresh_dirs
+            .lock()
+            .iter()
+            .filter(|d| d.parent() == Some(dir))
+            .cloned()
+            .collect();
+        if self.fsync {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StoreError::io("fsync directory", key, e))?;
         }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::io("fsync directory", key, e))
+        self.promote(covered);
+        Ok(())
+    }
+
+    /// Records prepared directories as durable.
+    fn promote(&self, dirs: Vec<PathBuf>) {
+        if dirs.is_empty() {
+            return;
+        }
+        let mut fresh = self.fresh_dirs.lock();
+        let mut durable = self.durable_dirs.lock();
+        for d in dirs {
+            fresh.remove(&d);
+            durable.insert(d);
+        }
     }
 
     fn write_temp(
@@ -186,7 +213,9 @@ impl LocalStore {
     }
 
     fn syncfs(&self) -> Result<(), StoreError> {
+        let covered: Vec<PathBuf> = self.fresh_dirs.lock().iter().cloned().collect();
         if !self.fsync {
+            self.promote(covered);
             return Ok(());
         }
         let root =
@@ -201,6 +230,7 @@ impl LocalStore {
                 std::io::Error::last_os_error(),
             ));
         }
+        self.promote(covered);
         Ok(())
     }
 }
@@ -265,6 +295,38 @@ fn walk(dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) -> std::io::
 }
 
 impl Store for LocalStore {
+    /// Creates the directories of `prefix` now, without flushing them: the
+    /// flush of their parent that a commit does anyway (a workflow's metadata
+    /// into its directory, say) makes them durable, so that the first key
+    /// created in them later costs no flush of its own.
+    fn prepare(&self, prefix: &str) {
+        if validate_prefix(prefix).is_err() || !prefix.ends_with('/') {
+            return;
+        }
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        if self.durable_dirs.lock().contains(&dir) {
+            return;
+        }
+        let mut chain = Vec::new();
+        let mut p = dir.as_path();
+        while p != self.root && p.starts_with(&self.root) {
+            chain.push(p.to_path_buf());
+            match p.parent() {
+                Some(up) => p = up,
+                None => break,
+            }
+        }
+        for d in chain.into_iter().rev() {
+            if self.durable_dirs.lock().contains(&d) {
+                continue;
+            }
+            if fs::create_dir(&d).is_err() && !d.is_dir() {
+                return; // The commit that needs it will report the error.
+            }
+            self.fresh_dirs.lock().insert(d);
+        }
+    }
+
     fn put_if_absent(&self, key: &str, value: &[u8]) -> Result<PutOutcome, StoreError> {
         let path = self.path(key)?;
         let tmp = self.write_temp(key, &path, value, true)?;
@@ -452,6 +514,7 @@ impl Store for LocalStore {
         if let Some(i) = prefix.rfind('/') {
             let dir = self.root.join(&prefix[..i]);
             self.durable_dirs.lock().retain(|d| !d.starts_with(&dir));
+            self.fresh_dirs.lock().retain(|d| !d.starts_with(&dir));
             remove_empty_dirs(&dir);
         }
         Ok(keys.len())
@@ -496,6 +559,45 @@ mod tests {
         assert_eq!(s.list("a/")?, ["a/b"]);
         assert_eq!(s.list_dir("a/")?, ["b"]);
         assert_eq!(s.put_if_absent("a/c", b"y")?, PutOutcome::Created);
+        Ok(())
+    }
+
+    #[test]
+    fn prepared_directories_become_durable_with_their_parents_flush(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = LocalStore::open(dir.path())?;
+        s.prepare("w/1/tasks/");
+        let tasks = dir.path().join("w/1/tasks");
+        assert!(tasks.is_dir());
+        // Created but not flushed: not durable yet, and an empty directory
+        // is no key.
+        assert!(!s.durable_dirs.lock().contains(&tasks));
+        assert!(s.list_dir("w/")?.is_empty());
+        // A commit into its parent flushes the parent: now it is durable.
+        s.put_if_absent("w/1/meta", b"m")?;
+        assert!(s.durable_dirs.lock().contains(&tasks));
+        assert!(s.fresh_dirs.lock().is_empty());
+        assert_eq!(s.put_if_absent("w/1/tasks/t", b"v")?, PutOutcome::Created);
+        assert_eq!(s.get("w/1/tasks/t")?.as_deref(), Some(&b"v"[..]));
+        // Group commits (syncfs) cover prepared directories too; bad
+        // prefixes are ignored.
+        s.prepare("w/2/tasks/");
+        s.prepare("../x/");
+        s.prepare("w/3");
+        let items: Vec<(String, Vec<u8>)> = (0..SYNCFS_FROM)
+            .map(|i| (format!("w/2/k{i}"), vec![i as u8]))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = items
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert!(s.put_many_if_absent(&refs).iter().all(|r| r.is_ok()));
+        assert!(s
+            .durable_dirs
+            .lock()
+            .contains(&dir.path().join("w/2/tasks")));
+        assert!(!dir.path().join("w/3").exists());
         Ok(())
     }
 }

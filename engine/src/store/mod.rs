@@ -119,6 +119,15 @@ pub trait Store: Send + Sync + fmt::Debug {
             .collect()
     }
 
+    /// Announces that keys under `prefix` (ending with `/`) are about to be
+    /// created, so that a backend can set up what they need ahead of the
+    /// first one, off its path: a directory, made durable by the next flush
+    /// of its parent rather than by a flush of its own. A hint: failing or
+    /// doing nothing is allowed, and object stores have nothing to prepare.
+    fn prepare(&self, prefix: &str) {
+        let _ = prefix;
+    }
+
     /// Writes `key`, replacing any earlier value atomically.
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 

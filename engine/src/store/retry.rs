@@ -137,6 +137,10 @@ impl Store for RetryStore {
             .collect()
     }
 
+    fn prepare(&self, prefix: &str) {
+        self.inner.prepare(prefix)
+    }
+
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.retry(|_| self.inner.put(key, value))
     }
