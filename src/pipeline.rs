@@ -1119,8 +1119,88 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
     })
 }
 
-/// The epoch loop. Returns the last epoch handed to the committer and
-/// whether it stopped on request.
+/// What the reader hands the epoch loop.
+enum Read {
+    /// The next epoch: its slices, when it was cut and what waited then.
+    Epoch {
+        slices: Vec<Slice>,
+        closed_at: u64,
+        lag: Option<(u64, &'static str)>,
+    },
+    /// A stop was requested.
+    Stopped,
+}
+
+/// Cuts epochs on its own thread, so that the source is read while the
+/// epoch before is computed (as a live source goes on arriving), at most
+/// one epoch ahead: once it waits to be taken, reading pauses and what
+/// arrives meanwhile shows as lag. Ends when the source ends, after
+/// `--epochs`, on a stop (sent as [`Read::Stopped`]) or when the epoch loop
+/// is gone.
+fn reader(
+    cfg: &JobConfig,
+    committed: u64,
+    cutter: &mut Cutter,
+    stop: &exoflow_ingest::epoch::Stop<'_>,
+    out: Sender<Result<Read>>,
+    base_done: Receiver<()>,
+) {
+    let mut e = committed;
+    // Reads are paced at the rate, except a base graph: it is read at full
+    // speed, and the rate applies from the epoch after it, once it is
+    // processed (no backlog piles up meanwhile).
+    let mut base_unpaced = e == 0 && cfg.base_edges.is_some();
+    cutter.pace(if base_unpaced { None } else { cfg.rate });
+    loop {
+        if base_unpaced && e > 0 {
+            if base_done.recv().is_err() {
+                return;
+            }
+            cutter.pace(cfg.rate);
+            base_unpaced = false;
+        }
+        if cfg.epochs.is_some_and(|k| e >= k) || cutter.at_end() {
+            return;
+        }
+        if stop() {
+            let _ = out.send(Ok(Read::Stopped));
+            return;
+        }
+        let cut = match (cfg.base_edges, cfg.epoch_edges, cfg.epoch_ms) {
+            (Some(n), _, _) if e == 0 => cutter.by_count(n, stop),
+            (_, _, Some(ms)) => cutter.by_time(Duration::from_millis(ms), u64::MAX, stop),
+            (_, n, None) => cutter.by_count(n.unwrap_or(100_000), stop),
+        };
+        let slices = match cut {
+            Ok(s) => s,
+            Err(err) => {
+                let _ = out.send(Err(err.into()));
+                return;
+            }
+        };
+        let closed_at = now_ms();
+        let lag = cutter.backlog();
+        if slices
+            .iter()
+            .all(|s| s.edges.is_empty() && s.bad.is_empty() && s.start == s.end)
+        {
+            // Nothing read: the source ended or a stop came.
+            continue;
+        }
+        e += 1;
+        let epoch = Read::Epoch {
+            slices,
+            closed_at,
+            lag,
+        };
+        if out.send(Ok(epoch)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The epoch loop, with the reader beside it. Returns the last epoch
+/// handed to the committer and whether it stopped on request.
 #[allow(clippy::too_many_arguments)]
 fn stream_loop(
     generation: u64,
@@ -1134,39 +1214,59 @@ fn stream_loop(
     stop: &exoflow_ingest::epoch::Stop<'_>,
     batcher: &mut batch::Batcher<'_, '_>,
 ) -> Result<(u64, bool)> {
+    let quit = AtomicBool::new(false);
+    let reading = || stop() || quit.load(Ordering::SeqCst);
+    let (read_tx, read_rx) = crossbeam_channel::bounded::<Result<Read>>(1);
+    let (base_tx, base_rx) = crossbeam_channel::bounded::<()>(1);
+    std::thread::scope(|scope| {
+        let reading = &reading;
+        std::thread::Builder::new()
+            .name("exoflow-reader".into())
+            .spawn_scoped(scope, move || {
+                reader(cfg, committed, cutter, reading, read_tx, base_rx)
+            })
+            .context("starting the reader thread")?;
+        let result = epoch_loop(
+            generation, cfg, source, state, committed, tx, shared, batcher, read_rx, base_tx,
+        );
+        // The reader sees this at its next poll, or when it hands over an
+        // epoch (the receiver is gone).
+        quit.store(true, Ordering::SeqCst);
+        result
+    })
+}
+
+/// Computes and commits the epochs the reader cuts.
+#[allow(clippy::too_many_arguments)]
+fn epoch_loop(
+    generation: u64,
+    cfg: &JobConfig,
+    source: &dyn Source,
+    state: &mut State,
+    committed: u64,
+    tx: &Sender<Job>,
+    shared: &Shared,
+    batcher: &mut batch::Batcher<'_, '_>,
+    reads: Receiver<Result<Read>>,
+    base_done: Sender<()>,
+) -> Result<(u64, bool)> {
     let mut e = committed;
-    // Reads are paced at the rate, except a base graph: it is read at full
-    // speed, and the rate applies from the epoch after it, once it is
-    // processed (no backlog piles up meanwhile).
-    let mut base_unpaced = e == 0 && cfg.base_edges.is_some();
-    cutter.pace(if base_unpaced { None } else { cfg.rate });
     loop {
-        if base_unpaced && e > 0 {
-            cutter.pace(cfg.rate);
-            base_unpaced = false;
-        }
         if shared.error.lock().is_some() {
             return Ok((e, false));
         }
-        if cfg.epochs.is_some_and(|k| e >= k) || cutter.at_end() {
-            return Ok((e, false));
-        }
-        if stop() {
-            return Ok((e, true));
-        }
-        let slices: Vec<Slice> = match (cfg.base_edges, cfg.epoch_edges, cfg.epoch_ms) {
-            (Some(n), _, _) if e == 0 => cutter.by_count(n, stop)?,
-            (_, _, Some(ms)) => cutter.by_time(Duration::from_millis(ms), u64::MAX, stop)?,
-            (_, n, None) => cutter.by_count(n.unwrap_or(100_000), stop)?,
+        let (slices, closed_at, lag) = match reads.recv() {
+            Ok(Ok(Read::Epoch {
+                slices,
+                closed_at,
+                lag,
+            })) => (slices, closed_at, lag),
+            Ok(Ok(Read::Stopped)) => return Ok((e, true)),
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Ok((e, false)), // the source ended, or --epochs
         };
-        let closed_at = now_ms();
-        let lag = cutter.backlog();
         let edges_n: usize = slices.iter().map(|s| s.edges.len()).sum();
         let bad_n: usize = slices.iter().map(|s| s.bad.len()).sum();
-        if edges_n == 0 && bad_n == 0 && slices.iter().all(|s| s.start == s.end) {
-            // Nothing read: the source ended or a stop came.
-            continue;
-        }
         e += 1;
         if bad_n > 0 && bad_n as f64 > cfg.max_bad_ratio * (edges_n + bad_n) as f64 {
             let first = slices.iter().flat_map(|s| s.bad.first()).next();
@@ -1227,6 +1327,10 @@ fn stream_loop(
         drop(slices);
         let (output, changes) = state.apply(e, &ops, cfg.emit_changes)?;
         metrics.online_done_at = now_ms();
+        if e == 1 {
+            // A base graph is processed: the reader may start its pacing.
+            let _ = base_done.try_send(());
+        }
         tx.send(Job::Commit(Box::new(CommitJob {
             commit,
             output,

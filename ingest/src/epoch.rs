@@ -39,6 +39,10 @@ const PACE_SLACK: Duration = Duration::from_micros(500);
 /// records.
 const DEADLINE_EVERY: usize = 16;
 
+/// A partition read by count polls `stop` once per this many edges (and
+/// whenever it is idle).
+const STOP_POLL_EVERY: u64 = 1024;
+
 /// Paces reading to a rate in edges per second.
 #[derive(Debug)]
 struct Pacer {
@@ -187,7 +191,8 @@ impl Cutter {
 
     /// The next epoch of `n` edges: `ceil(n / P)` valid records of each
     /// partition, fewer where a partition ends. `stop` is polled while a
-    /// partition is idle: when it says so, the epoch is cut where it is.
+    /// partition is idle and every 1,024 edges: when it says so, the epoch
+    /// is cut where it is.
     /// Unpaced, the partitions are read in parallel, one thread each.
     pub fn by_count(&mut self, n: u64, stop: &Stop<'_>) -> Result<Vec<Slice>, SourceError> {
         self.next_cut = None;
@@ -295,8 +300,8 @@ impl Cutter {
     }
 }
 
-/// A stop request, polled while a partition is idle (read from several
-/// threads).
+/// A stop request, polled while a partition is idle and now and then while
+/// reading (from several threads).
 pub type Stop<'a> = dyn Fn() -> bool + Sync + 'a;
 
 /// Reads one record into `slice`. Returns whether it was an edge, `None`
@@ -335,7 +340,7 @@ fn read_one(
 }
 
 /// Reads `share` valid records of one partition, calling `tick` after each
-/// (pacing), or fewer when it ends or a stop comes while it is idle.
+/// (pacing), or fewer when it ends or a stop comes.
 /// Returns whether it stopped on request.
 fn read_share(
     reader: &mut dyn PartitionReader,
@@ -351,6 +356,10 @@ fn read_share(
             Some(true) => {
                 taken += 1;
                 tick();
+                // A paced share can take long: a stop is heard meanwhile.
+                if taken % STOP_POLL_EVERY == 0 && stop() {
+                    return Ok(true);
+                }
             }
             Some(false) => {}
             None if *ended => {}
@@ -528,6 +537,27 @@ mod tests {
             (8_000..12_500).contains(&total),
             "{total} edges in 5 windows"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_paced_count_cut_hears_a_stop_while_reading() -> Result<(), SourceError> {
+        let src: Arc<dyn Source> = generator(14, 16, 4, 2);
+        let mut c = Cutter::from_start(src.clone())?;
+        // 100,000 edges at 20,000/s would take 5 s; the stop comes at once.
+        c.pace(Some(20_000.0));
+        let asked = std::time::Instant::now();
+        let stop = || asked.elapsed() > Duration::from_millis(100);
+        let e = c.by_count(100_000, &stop)?;
+        let read: usize = e.iter().map(|s| s.edges.len()).sum();
+        assert!(read < 50_000, "{read} edges read after the stop");
+        // What was read is a whole epoch that replays.
+        for s in &e {
+            assert_eq!(
+                replay(src.as_ref(), s.partition as usize, s.start, s.end)?.edges,
+                s.edges
+            );
+        }
         Ok(())
     }
 
