@@ -357,7 +357,7 @@ fn read_share(
                 taken += 1;
                 tick();
                 // A paced share can take long: a stop is heard meanwhile.
-                if taken % STOP_POLL_EVERY == 0 && stop() {
+                if taken.is_multiple_of(STOP_POLL_EVERY) && stop() {
                     return Ok(true);
                 }
             }
