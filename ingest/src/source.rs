@@ -406,7 +406,7 @@ impl Source for GenSource {
             )));
         }
         Ok(Box::new(GenReader {
-            rmat: self.rmat,
+            rmat: self.rmat.prepared(),
             next: from.offset,
             end: hi,
         }))
@@ -432,7 +432,7 @@ impl Source for GenSource {
 }
 
 struct GenReader {
-    rmat: Rmat,
+    rmat: crate::rmat::Prepared,
     next: u64,
     end: u64,
 }
