@@ -656,14 +656,6 @@ enum Job {
     },
     /// Commit an epoch and publish its outputs.
     Commit(Box<CommitJob>),
-    /// Snapshot a committed epoch (queued after its commit).
-    Snapshot {
-        epoch: u64,
-        edges: Arc<Vec<(u64, u64)>>,
-        /// `--retain`: after the snapshot, drop what rebuilding epochs from
-        /// this one on does not need.
-        keep_from: Option<u64>,
-    },
 }
 
 /// When an epoch's parts were durable and their checksums, or why not.
@@ -679,6 +671,78 @@ struct CommitJob {
     durable: Option<Receiver<PartsDurable>>,
 }
 
+/// The graph of an epoch for its snapshot and its batch task: copied when
+/// the epoch is computed (cheap for the default online state), sorted when
+/// first asked for, by the batch task or the snapshot writer, off the
+/// streaming thread, which goes on with the next epochs meanwhile.
+pub(super) struct EpochGraph {
+    sorted: std::sync::OnceLock<Arc<Vec<(u64, u64)>>>,
+    make: parking_lot::Mutex<Option<Box<dyn FnOnce() -> Vec<(u64, u64)> + Send>>>,
+}
+
+impl EpochGraph {
+    fn of(state: &State) -> Arc<Self> {
+        Arc::new(Self {
+            sorted: std::sync::OnceLock::new(),
+            make: parking_lot::Mutex::new(Some(state.online.edges_later())),
+        })
+    }
+
+    /// The edges `(a, b)`, sorted (computed by the first caller; the
+    /// others wait for it).
+    pub(super) fn edges(&self) -> Arc<Vec<(u64, u64)>> {
+        self.sorted
+            .get_or_init(|| Arc::new(self.make.lock().take().map_or_else(Vec::new, |make| make())))
+            .clone()
+    }
+}
+
+/// Where the epoch loop sends its work.
+struct Outlets<'a> {
+    /// To the committer.
+    jobs: &'a Sender<Job>,
+    /// To the snapshot writer.
+    snapshots: &'a Sender<SnapshotJob>,
+}
+
+/// A snapshot to write once its epoch is committed.
+struct SnapshotJob {
+    epoch: u64,
+    graph: Arc<EpochGraph>,
+    /// `--retain`: after the snapshot, drop what rebuilding epochs from
+    /// this one on does not need.
+    keep_from: Option<u64>,
+}
+
+/// Writes snapshots in epoch order, each after its epoch's COMMIT, at the
+/// batch tasks' low priority: the graph is sorted and encoded here, not on
+/// the streaming thread.
+fn snapshot_writer(
+    store: Arc<dyn Store>,
+    keys: Keys,
+    jobs: Receiver<SnapshotJob>,
+    shared: Arc<Shared>,
+) {
+    batch::lower_this_thread();
+    let mut pruned_to = 0u64;
+    for job in jobs {
+        if shared.error.lock().is_some() {
+            continue; // drain without acting
+        }
+        let e = job.epoch;
+        if batch::wait_committed(&shared, e).is_err() {
+            continue; // the run ended before the epoch committed
+        }
+        let written = write_snapshot(store.as_ref(), &keys, e, &job.graph.edges()).and_then(|()| {
+            job.keep_from
+                .map_or(Ok(()), |k| prune(store.as_ref(), &keys, k, &mut pruned_to))
+        });
+        if let Err(err) = written {
+            shared.fail(err.context(format!("snapshot of epoch {e}")));
+        }
+    }
+}
+
 /// Progress of the committer, shared with the streaming loop.
 struct Shared {
     error: parking_lot::Mutex<Option<String>>,
@@ -690,6 +754,16 @@ struct Shared {
     closing: AtomicBool,
 }
 
+impl Shared {
+    /// Records the run's first error.
+    fn fail(&self, e: anyhow::Error) {
+        let mut slot = self.error.lock();
+        if slot.is_none() {
+            *slot = Some(format!("{e:#}"));
+        }
+    }
+}
+
 fn committer(
     store: Arc<dyn Store>,
     keys: Keys,
@@ -698,13 +772,7 @@ fn committer(
     shared: Arc<Shared>,
 ) {
     let mut rows: Vec<EpochMetrics> = Vec::new();
-    let mut pruned_to = 0u64;
-    let fail = |e: anyhow::Error| {
-        let mut slot = shared.error.lock();
-        if slot.is_none() {
-            *slot = Some(format!("{e:#}"));
-        }
-    };
+    let fail = |e: anyhow::Error| shared.fail(e);
     for job in jobs {
         if shared.error.lock().is_some() {
             continue; // drain without acting
@@ -752,18 +820,6 @@ fn committer(
                 } else {
                     *shared.committed.lock() = epoch;
                     shared.commit_cv.notify_all();
-                }
-            }
-            Job::Snapshot {
-                epoch,
-                edges,
-                keep_from,
-            } => {
-                let written = write_snapshot(store.as_ref(), &keys, epoch, &edges).and_then(|()| {
-                    keep_from.map_or(Ok(()), |k| prune(store.as_ref(), &keys, k, &mut pruned_to))
-                });
-                if let Err(e) = written {
-                    fail(e.context(format!("snapshot of epoch {epoch}")));
                 }
             }
         }
@@ -1045,9 +1101,9 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         let batch_missing = batch::due(cfg, e) && store.get(&keys.batch(e))?.is_none();
         let snapshot = snapshot_due(cfg, e);
         if snapshot || batch_missing {
-            let graph = Arc::new(state.online.edges());
+            let graph = EpochGraph::of(&state);
             if snapshot {
-                write_snapshot(store.as_ref(), &keys, e, &graph)?;
+                write_snapshot(store.as_ref(), &keys, e, &graph.edges())?;
             }
             if batch_missing {
                 batcher.launch(e, graph, state.online.table())?;
@@ -1085,6 +1141,17 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
             .spawn(move || committer(store, keys, generation, rx, shared))
             .context("starting the committer thread")?
     };
+    let (snap_tx, snap_rx) = crossbeam_channel::unbounded::<SnapshotJob>();
+    let snapshots = {
+        let (store, shared) = (store.clone(), shared.clone());
+        let keys = Keys {
+            wid: keys.wid.clone(),
+        };
+        std::thread::Builder::new()
+            .name("exoflow-snapshots".into())
+            .spawn(move || snapshot_writer(store, keys, snap_rx, shared))
+            .context("starting the snapshot thread")?
+    };
     // SIGINT/SIGTERM reach the run as an engine stop request (the command's
     // watcher turns `STOP` into one), so that the workflow ends STOPPED.
     let stop = || ctx.stop_requested() || ctx.is_cancelled();
@@ -1095,15 +1162,21 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         &mut cutter,
         &mut state,
         c,
-        &tx,
+        &Outlets {
+            jobs: &tx,
+            snapshots: &snap_tx,
+        },
         &shared,
         &stop,
         &mut batcher,
     );
     drop(tx);
+    drop(snap_tx);
     let _ = writer.join();
     shared.closing.store(true, Ordering::SeqCst);
     shared.commit_cv.notify_all();
+    // Every snapshot of a committed epoch is written before the run ends.
+    let _ = snapshots.join();
     let batches = batcher.finish();
     if let Some(e) = shared.error.lock().take() {
         bail!(e);
@@ -1209,7 +1282,7 @@ fn stream_loop(
     cutter: &mut Cutter,
     state: &mut State,
     committed: u64,
-    tx: &Sender<Job>,
+    out: &Outlets<'_>,
     shared: &Shared,
     stop: &exoflow_ingest::epoch::Stop<'_>,
     batcher: &mut batch::Batcher<'_, '_>,
@@ -1227,7 +1300,7 @@ fn stream_loop(
             })
             .context("starting the reader thread")?;
         let result = epoch_loop(
-            generation, cfg, source, state, committed, tx, shared, batcher, read_rx, base_tx,
+            generation, cfg, source, state, committed, out, shared, batcher, read_rx, base_tx,
         );
         // The reader sees this at its next poll, or when it hands over an
         // epoch (the receiver is gone).
@@ -1244,7 +1317,7 @@ fn epoch_loop(
     source: &dyn Source,
     state: &mut State,
     committed: u64,
-    tx: &Sender<Job>,
+    out: &Outlets<'_>,
     shared: &Shared,
     batcher: &mut batch::Batcher<'_, '_>,
     reads: Receiver<Result<Read>>,
@@ -1295,13 +1368,14 @@ fn epoch_loop(
             edges: edges_n as u64,
         };
         let (dtx, drx) = crossbeam_channel::bounded(1);
-        tx.send(Job::Parts {
-            epoch: e,
-            slices: slices.clone(),
-            full: cfg.checkpoint != Checkpoint::None,
-            durable: dtx,
-        })
-        .map_err(|_| anyhow!("the committer stopped"))?;
+        out.jobs
+            .send(Job::Parts {
+                epoch: e,
+                slices: slices.clone(),
+                full: cfg.checkpoint != Checkpoint::None,
+                durable: dtx,
+            })
+            .map_err(|_| anyhow!("the committer stopped"))?;
         let mut metrics = EpochMetrics {
             epoch: e,
             edges: edges_n as u64,
@@ -1331,37 +1405,39 @@ fn epoch_loop(
             // A base graph is processed: the reader may start its pacing.
             let _ = base_done.try_send(());
         }
-        tx.send(Job::Commit(Box::new(CommitJob {
-            commit,
-            output,
-            changes,
-            rejected: (!bad.is_empty()).then(|| rejected_bytes(source, &bad)),
-            metrics,
-            durable,
-        })))
-        .map_err(|_| anyhow!("the committer stopped"))?;
+        out.jobs
+            .send(Job::Commit(Box::new(CommitJob {
+                commit,
+                output,
+                changes,
+                rejected: (!bad.is_empty()).then(|| rejected_bytes(source, &bad)),
+                metrics,
+                durable,
+            })))
+            .map_err(|_| anyhow!("the committer stopped"))?;
         // The graph for a snapshot or a batch task is taken after the
         // epoch's output is on its way: its commit does not wait for it.
         let (snapshot_now, batch_now) = (snapshot_due(cfg, e), batch::due(cfg, e));
         if snapshot_now || batch_now {
-            let graph = Arc::new(state.online.edges());
+            let graph = EpochGraph::of(state);
             if batch_now {
                 batcher.launch(e, graph.clone(), state.online.table())?;
             }
             if snapshot_now {
-                tx.send(Job::Snapshot {
-                    epoch: e,
-                    edges: graph,
-                    keep_from: cfg.retain.map(|k| {
-                        // The last k epochs, and every epoch whose batch
-                        // task has not written its output yet, stay
-                        // rebuildable.
-                        (e + 1)
-                            .saturating_sub(k)
-                            .min(batcher.oldest_pending().unwrap_or(u64::MAX))
-                    }),
-                })
-                .map_err(|_| anyhow!("the committer stopped"))?;
+                out.snapshots
+                    .send(SnapshotJob {
+                        epoch: e,
+                        graph,
+                        keep_from: cfg.retain.map(|k| {
+                            // The last k epochs, and every epoch whose batch
+                            // task has not written its output yet, stay
+                            // rebuildable.
+                            (e + 1)
+                                .saturating_sub(k)
+                                .min(batcher.oldest_pending().unwrap_or(u64::MAX))
+                        }),
+                    })
+                    .map_err(|_| anyhow!("the snapshot writer stopped"))?;
             }
         }
     }

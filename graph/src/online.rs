@@ -95,6 +95,14 @@ pub trait Online {
     fn digest(&self) -> u64;
     /// The edges of the graph, `(a, b)` with b following a, sorted.
     fn edges(&self) -> Vec<(u64, u64)>;
+    /// The edges of the graph as they are now, as [`Online::edges`], but
+    /// sorted when the returned function is called, on whatever thread
+    /// calls it: a state that can copy its lists quickly does only that
+    /// here, so that the caller can go on updating it meanwhile.
+    fn edges_later(&self) -> Box<dyn FnOnce() -> Vec<(u64, u64)> + Send> {
+        let edges = self.edges();
+        Box::new(move || edges)
+    }
     /// How many edges the graph has.
     fn edge_count(&self) -> usize;
     /// Bytes of memory held by the state, approximately.
@@ -623,8 +631,13 @@ pub(crate) mod tests {
         // The edge set, to count effective inserts and removals in order.
         let mut set = std::collections::HashSet::new();
         for (e, ops) in epochs.iter().enumerate() {
+            // The graph before this epoch, sorted only after the epoch
+            // changed the state: still the graph before it.
+            let later = online.edges_later();
+            let edges_before = crate::reference::apply_ops(&all);
             all.extend_from_slice(ops);
             let update = online.apply(ops).expect("no overflow");
+            assert_eq!(later(), edges_before, "edges taken before epoch {e}");
             let (mut inserted, mut removed) = (0, 0);
             for op in ops.iter().filter(|op| op.src != op.dst) {
                 if op.insert && set.insert((op.src, op.dst)) {

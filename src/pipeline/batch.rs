@@ -24,7 +24,7 @@ use exoflow_graph::cluster::Cluster;
 use exoflow_graph::{digest, format_fixed, Table};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, write_once, JobConfig, Keys, Shared};
+use super::{now_ms, write_once, EpochGraph, JobConfig, Keys, Shared};
 
 /// Batch tasks in flight at most; the stream waits for the oldest beyond.
 const IN_FLIGHT: usize = 2;
@@ -197,12 +197,7 @@ impl<'a, 'c> Batcher<'a, 'c> {
 
     /// Starts the batch task of epoch `e` on the graph and online table
     /// of that epoch.
-    pub(super) fn launch(
-        &mut self,
-        e: u64,
-        edges: Arc<Vec<(u64, u64)>>,
-        online: Table,
-    ) -> Result<()> {
+    pub(super) fn launch(&mut self, e: u64, graph: Arc<EpochGraph>, online: Table) -> Result<()> {
         self.reap()?;
         while self.pending.len() >= IN_FLIGHT {
             let (epoch, oldest) = self.pending.remove(0);
@@ -223,7 +218,7 @@ impl<'a, 'c> Batcher<'a, 'c> {
                     let started_at = now_ms();
                     let t = Instant::now();
                     let (bytes, report, _) = at_low_priority(|| {
-                        recompute(e, edges.clone(), &online, workers, cluster.as_deref())
+                        recompute(e, graph.edges(), &online, workers, cluster.as_deref())
                     })
                     .map_err(|err| Failure::fatal(format!("{err:#}")))?;
                     failpoint::hit("stream.batch_done");
@@ -310,7 +305,7 @@ impl<'a, 'c> Batcher<'a, 'c> {
 }
 
 /// Waits until `COMMIT(e)` is written; fails when the run ends before.
-fn wait_committed(shared: &Shared, e: u64) -> Result<()> {
+pub(super) fn wait_committed(shared: &Shared, e: u64) -> Result<()> {
     let mut committed = shared.committed.lock();
     loop {
         if *committed >= e {
@@ -367,7 +362,7 @@ fn at_low_priority<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// Lowers the calling thread's priority to [`BATCH_NICE`] (never raises
 /// it), best effort.
-fn lower_this_thread() {
+pub(super) fn lower_this_thread() {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid, getpriority and setpriority take plain integers and
     // touch no memory of ours; if they fail the thread keeps its priority.
