@@ -37,7 +37,7 @@ use exoflow_engine::store::{put_once, PutOnce, Store};
 use exoflow_engine::{Dag, DagError, Failure, TaskContext, TaskOptions, Workflow};
 use exoflow_graph::cluster::{Cluster, ClusterSpec};
 use exoflow_graph::differential::Differential;
-use exoflow_graph::online::{Layered, Online};
+use exoflow_graph::online::{EdgesLater, Layered, Online};
 use exoflow_graph::recompute::Recompute;
 use exoflow_graph::{format_fixed, EdgeOp};
 use exoflow_ingest::edge::{Edge, Op};
@@ -677,7 +677,7 @@ struct CommitJob {
 /// streaming thread, which goes on with the next epochs meanwhile.
 pub(super) struct EpochGraph {
     sorted: std::sync::OnceLock<Arc<Vec<(u64, u64)>>>,
-    make: parking_lot::Mutex<Option<Box<dyn FnOnce() -> Vec<(u64, u64)> + Send>>>,
+    make: parking_lot::Mutex<Option<EdgesLater>>,
 }
 
 impl EpochGraph {

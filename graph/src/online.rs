@@ -99,7 +99,7 @@ pub trait Online {
     /// sorted when the returned function is called, on whatever thread
     /// calls it: a state that can copy its lists quickly does only that
     /// here, so that the caller can go on updating it meanwhile.
-    fn edges_later(&self) -> Box<dyn FnOnce() -> Vec<(u64, u64)> + Send> {
+    fn edges_later(&self) -> EdgesLater {
         let edges = self.edges();
         Box::new(move || edges)
     }
@@ -555,6 +555,10 @@ pub(crate) fn record_change(
     }
     changes.push(Change { node, old, new });
 }
+
+/// The sorted edges of a graph, computed when called (see
+/// [`Online::edges_later`]).
+pub type EdgesLater = Box<dyn FnOnce() -> Vec<(u64, u64)> + Send>;
 
 /// The `k` largest rows by influence descending, then node ascending.
 pub fn top_k(rows: impl Iterator<Item = (u64, u64)>, k: usize) -> Table {

@@ -909,7 +909,7 @@ impl Online for Recompute {
         sorted_edges(&self.ids, &self.followers, self.edge_count, self.threads)
     }
 
-    fn edges_later(&self) -> Box<dyn FnOnce() -> Vec<(u64, u64)> + Send> {
+    fn edges_later(&self) -> crate::online::EdgesLater {
         // A copy of the ids and the packed lists: a few flat arrays.
         let (ids, followers) = (self.ids.clone(), self.followers.clone());
         let (edge_count, threads) = (self.edge_count, self.threads);
