@@ -341,6 +341,7 @@ struct OnlineOutput<'a> {
 }
 
 /// Keys of a job.
+#[derive(Clone)]
 struct Keys {
     wid: String,
 }
@@ -1131,26 +1132,20 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
     };
 
     let (tx, rx) = crossbeam_channel::bounded::<Job>(4);
-    let writer = {
-        let (store, shared) = (store.clone(), shared.clone());
-        let keys = Keys {
-            wid: keys.wid.clone(),
-        };
-        std::thread::Builder::new()
-            .name("exoflow-committer".into())
-            .spawn(move || committer(store, keys, generation, rx, shared))
-            .context("starting the committer thread")?
-    };
     let (snap_tx, snap_rx) = crossbeam_channel::unbounded::<SnapshotJob>();
-    let snapshots = {
-        let (store, shared) = (store.clone(), shared.clone());
-        let keys = Keys {
-            wid: keys.wid.clone(),
-        };
-        std::thread::Builder::new()
-            .name("exoflow-snapshots".into())
-            .spawn(move || snapshot_writer(store, keys, snap_rx, shared))
-            .context("starting the snapshot thread")?
+    let (writer, snapshots) = {
+        let (store2, shared2, keys2) = (store.clone(), shared.clone(), keys.clone());
+        let (store, shared, keys) = (store.clone(), shared.clone(), keys.clone());
+        (
+            std::thread::Builder::new()
+                .name("exoflow-committer".into())
+                .spawn(move || committer(store, keys, generation, rx, shared))
+                .context("starting the committer thread")?,
+            std::thread::Builder::new()
+                .name("exoflow-snapshots".into())
+                .spawn(move || snapshot_writer(store2, keys2, snap_rx, shared2))
+                .context("starting the snapshot thread")?,
+        )
     };
     // SIGINT/SIGTERM reach the run as an engine stop request (the command's
     // watcher turns `STOP` into one), so that the workflow ends STOPPED.

@@ -93,17 +93,7 @@ impl LocalStore {
         if self.durable_dirs.lock().contains(parent) {
             return Ok(());
         }
-        // The directories from the root down to `parent`, outermost first.
-        let mut chain = Vec::new();
-        let mut p = parent;
-        while p != self.root && p.starts_with(&self.root) {
-            chain.push(p.to_path_buf());
-            match p.parent() {
-                Some(up) => p = up,
-                None => break,
-            }
-        }
-        for dir in chain.iter().rev() {
+        for dir in &self.dirs_down_to(parent) {
             if self.durable_dirs.lock().contains(dir) {
                 continue;
             }
@@ -124,6 +114,21 @@ impl LocalStore {
             self.durable_dirs.lock().insert(dir.clone());
         }
         Ok(())
+    }
+
+    /// The directories below the root down to `dir`, outermost first.
+    fn dirs_down_to(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut chain = Vec::new();
+        let mut p = dir;
+        while p != self.root && p.starts_with(&self.root) {
+            chain.push(p.to_path_buf());
+            match p.parent() {
+                Some(up) => p = up,
+                None => break,
+            }
+        }
+        chain.reverse();
+        chain
     }
 
     fn sync_dir(&self, key: &str, dir: &Path) -> Result<(), StoreError> {
@@ -307,16 +312,7 @@ impl Store for LocalStore {
         if self.durable_dirs.lock().contains(&dir) {
             return;
         }
-        let mut chain = Vec::new();
-        let mut p = dir.as_path();
-        while p != self.root && p.starts_with(&self.root) {
-            chain.push(p.to_path_buf());
-            match p.parent() {
-                Some(up) => p = up,
-                None => break,
-            }
-        }
-        for d in chain.into_iter().rev() {
+        for d in self.dirs_down_to(&dir) {
             if self.durable_dirs.lock().contains(&d) {
                 continue;
             }
