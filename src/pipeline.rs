@@ -1132,7 +1132,9 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
     };
 
     let (tx, rx) = crossbeam_channel::bounded::<Job>(4);
-    let (snap_tx, snap_rx) = crossbeam_channel::unbounded::<SnapshotJob>();
+    // At most two snapshots wait (each holds a copy of the graph): past
+    // that, the epoch loop waits for the writer.
+    let (snap_tx, snap_rx) = crossbeam_channel::bounded::<SnapshotJob>(2);
     let (writer, snapshots) = {
         let (store2, shared2, keys2) = (store.clone(), shared.clone(), keys.clone());
         let (store, shared, keys) = (store.clone(), shared.clone(), keys.clone());
