@@ -5,7 +5,9 @@
 //! update of one epoch (45K, 100K, 1M, 4M new edges) on the same graph, by
 //! the recompute, layered and differential-dataflow implementations
 //! (layered beyond 45K with `EXOFLOW_BENCH_LAYERED=1`, differential with
-//! `EXOFLOW_BENCH_DIFFERENTIAL=1`: about 15 minutes and 4 GB).
+//! `EXOFLOW_BENCH_DIFFERENTIAL=1`: about 15 minutes and 4 GB), and the
+//! steady state of a stream of 45K epochs on one long-lived state
+//! (`stream-45000`).
 //!
 //! Run: `cargo bench --bench graph`.
 
@@ -146,6 +148,38 @@ fn online(c: &mut Criterion) {
                 )
             });
         }
+    }
+    // The steady state of a stream: consecutive 45K epochs applied to one
+    // long-lived state (its working buffers grown, its lists edited before),
+    // as the pipeline applies them; the epochs above each start from a
+    // fresh clone of the just-loaded base graph, whose first update also
+    // grows those buffers.
+    let size = 45_000u64;
+    let epoch_at = |from: u64| -> Vec<EdgeOp> {
+        (from..from + size)
+            .filter_map(|i| stream.0.edge(i))
+            .map(|(a, b)| EdgeOp::insert(a, b))
+            .collect()
+    };
+    for threads in [1, 2] {
+        let mut s = re.clone();
+        s.set_threads(threads);
+        let mut next = stream.1;
+        s.apply(&epoch_at(next)).expect("no overflow");
+        next += size;
+        group.bench_function(format!("recompute-{threads}t/stream-{size}"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let epoch = epoch_at(next);
+                    next += size;
+                    let t = std::time::Instant::now();
+                    s.apply(&epoch).expect("no overflow");
+                    spent += t.elapsed();
+                }
+                spent
+            })
+        });
     }
     group.finish();
     drop((state, re));
