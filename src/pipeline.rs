@@ -689,6 +689,14 @@ impl EpochGraph {
         })
     }
 
+    /// The graph already sorted, for a caller that needs it at once.
+    fn sorted(edges: Vec<(u64, u64)>) -> Arc<Self> {
+        Arc::new(Self {
+            sorted: std::sync::OnceLock::from(Arc::new(edges)),
+            make: parking_lot::Mutex::new(None),
+        })
+    }
+
     /// The edges `(a, b)`, sorted (computed by the first caller; the
     /// others wait for it).
     pub(super) fn edges(&self) -> Arc<Vec<(u64, u64)>> {
@@ -773,7 +781,6 @@ fn committer(
     shared: Arc<Shared>,
 ) {
     let mut rows: Vec<EpochMetrics> = Vec::new();
-    let fail = |e: anyhow::Error| shared.fail(e);
     for job in jobs {
         if shared.error.lock().is_some() {
             continue; // drain without acting
@@ -803,7 +810,7 @@ fn committer(
                     .map(|crcs| (now_ms(), crcs))
                     .map_err(|e| format!("{e:#}"));
                 if let Err(e) = &result {
-                    fail(anyhow!("epoch {epoch}: {e}"));
+                    shared.fail(anyhow!("epoch {epoch}: {e}"));
                 }
                 let _ = durable.send(result);
             }
@@ -817,7 +824,7 @@ fn committer(
                     &mut rows,
                     shared.quiet,
                 ) {
-                    fail(e);
+                    shared.fail(e);
                 } else {
                     *shared.committed.lock() = epoch;
                     shared.commit_cv.notify_all();
@@ -1102,7 +1109,12 @@ fn run_stream(ctx: &TaskContext<'_>, cfg: &JobConfig) -> Result<StreamSummary> {
         let batch_missing = batch::due(cfg, e) && store.get(&keys.batch(e))?.is_none();
         let snapshot = snapshot_due(cfg, e);
         if snapshot || batch_missing {
-            let graph = EpochGraph::of(&state);
+            // Recovery writes the snapshot now: no copy to sort later.
+            let graph = if snapshot {
+                EpochGraph::sorted(state.online.edges())
+            } else {
+                EpochGraph::of(&state)
+            };
             if snapshot {
                 write_snapshot(store.as_ref(), &keys, e, &graph.edges())?;
             }
