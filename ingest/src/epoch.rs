@@ -461,11 +461,13 @@ mod tests {
             assert_eq!(&b.by_count(100, &never)?, e);
         }
         // Replay of recorded ranges.
-        for s in &epochs[2] {
-            assert_eq!(
-                &replay(src.as_ref(), s.partition as usize, s.start, s.end)?,
-                s
-            );
+        assert_replays(src.as_ref(), &epochs[2])
+    }
+
+    /// Every slice of an epoch is what replaying its recorded range reads.
+    fn assert_replays(src: &dyn Source, epoch: &[Slice]) -> Result<(), SourceError> {
+        for s in epoch {
+            assert_eq!(&replay(src, s.partition as usize, s.start, s.end)?, s);
         }
         Ok(())
     }
@@ -552,13 +554,7 @@ mod tests {
         let read: usize = e.iter().map(|s| s.edges.len()).sum();
         assert!(read < 50_000, "{read} edges read after the stop");
         // What was read is a whole epoch that replays.
-        for s in &e {
-            assert_eq!(
-                replay(src.as_ref(), s.partition as usize, s.start, s.end)?.edges,
-                s.edges
-            );
-        }
-        Ok(())
+        assert_replays(src.as_ref(), &e)
     }
 
     #[test]
@@ -569,12 +565,6 @@ mod tests {
         let e = c.by_time(Duration::from_millis(30), u64::MAX, &never)?;
         let n: usize = e.iter().map(|s| s.edges.len()).sum();
         assert!(n > 0 && n < 4096, "paced: {n}");
-        for s in &e {
-            assert_eq!(
-                &replay(src.as_ref(), s.partition as usize, s.start, s.end)?,
-                s
-            );
-        }
-        Ok(())
+        assert_replays(src.as_ref(), &e)
     }
 }
