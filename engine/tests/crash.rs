@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use exoflow_engine::store::local::LocalStore;
+use exoflow_engine::store::Store;
 use exoflow_engine::{
     Dag, Engine, EngineOptions, Failure, ResumeOptions, TaskOptions, TaskRef, Workflow, WorkflowId,
 };
@@ -180,17 +181,15 @@ fn spawn_child(
     Child { status, log }
 }
 
-/// Task outputs (the committed objects) of the workflow, by task id.
+/// Task outputs (the committed objects) of the workflow, by task id, read
+/// through the store (small ones live in the tasks directory's commit log).
 fn outputs(store_dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let dir = store_dir.join("workflows").join(WID).join("tasks");
+    let prefix = format!("workflows/{WID}/tasks/");
+    let store = LocalStore::open(store_dir).expect("open the store");
     let mut out = BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') {
-                out.insert(name, std::fs::read(e.path()).expect("read output"));
-            }
-        }
+    for key in store.list(&prefix).expect("list outputs") {
+        let value = store.get(&key).expect("read output").expect("listed output");
+        out.insert(key[prefix.len()..].to_owned(), value);
     }
     out
 }

@@ -19,6 +19,7 @@
 //! [`retry::RetryStore`] (backoff on transient errors) and
 //! [`faulty::FaultyStore`] (seeded injected failures and stalls, for tests).
 
+mod commit_log;
 pub mod faulty;
 pub mod local;
 pub mod memory;
