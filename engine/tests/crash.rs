@@ -188,7 +188,10 @@ fn outputs(store_dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let store = LocalStore::open(store_dir).expect("open the store");
     let mut out = BTreeMap::new();
     for key in store.list(&prefix).expect("list outputs") {
-        let value = store.get(&key).expect("read output").expect("listed output");
+        let value = store
+            .get(&key)
+            .expect("read output")
+            .expect("listed output");
         out.insert(key[prefix.len()..].to_owned(), value);
     }
     out

@@ -100,6 +100,10 @@ pub(crate) struct Append<'a> {
 /// The flock held for the life of the guard.
 pub(crate) struct Locked<'a> {
     pub log: &'a mut Log,
+    /// Appended, not yet settled: each record's name, where its value is
+    /// (`None` for a deletion), and the end of the appended bytes.
+    pending: Vec<(String, Option<Loc>)>,
+    pending_end: u64,
 }
 
 impl Drop for Locked<'_> {
@@ -150,17 +154,21 @@ impl Log {
                 return Err(StoreError::io("lock commit log", self.describe(), err));
             }
         }
-        let locked = Locked { log: self };
-        locked.log.refresh(true)?;
+        let locked = Locked {
+            log: self,
+            pending: Vec::new(),
+            pending_end: 0,
+        };
+        locked.log.refresh()?;
         Ok(locked)
     }
 
-    /// Reads the records from `valid` to the end of the file. Records that
-    /// another process appended are flushed before they are trusted
-    /// (`others`): a live writer holds the lock until its flush, so
-    /// unflushed ones are from a writer killed before its flush, and must
-    /// not be acted upon before they are durable.
-    fn refresh(&mut self, others: bool) -> Result<(), StoreError> {
+    /// Reads the records from `valid` to the end of the file: appended by
+    /// other processes (this one indexes its own as it settles them). They
+    /// are flushed before they are trusted: a live writer holds the lock
+    /// until its flush, so unflushed ones are from a writer killed before
+    /// its flush, and must not be acted upon before they are durable.
+    fn refresh(&mut self) -> Result<(), StoreError> {
         if self.corrupt_at.is_some() {
             return Ok(());
         }
@@ -172,11 +180,9 @@ impl Log {
         if len <= self.valid {
             return Ok(());
         }
-        if others {
-            self.file
-                .sync_data()
-                .map_err(|e| StoreError::io("flush commit log", self.describe(), e))?;
-        }
+        self.file
+            .sync_data()
+            .map_err(|e| StoreError::io("flush commit log", self.describe(), e))?;
         let mut buf = vec![0u8; (len - self.valid) as usize];
         self.file
             .read_exact_at(&mut buf, self.valid)
@@ -292,21 +298,37 @@ impl Locked<'_> {
             self.cut_torn_tail(key, len)?;
         }
         let mut buf = Vec::new();
+        let mut pending = Vec::with_capacity(records.len());
         for r in records {
-            encode(&mut buf, r.name, r.value)?;
+            let value_at = encode(&mut buf, r.name, r.value)?;
+            let loc = r.value.map(|v| Loc {
+                offset: self.log.valid + value_at as u64,
+                len: v.len() as u32,
+            });
+            pending.push((r.name.to_owned(), loc));
         }
         if let Err(e) = self.log.file.write_all_at(&buf, self.log.valid) {
             let _ = self.log.file.set_len(self.log.valid);
             return Err(StoreError::io("commit", key, e));
         }
+        self.pending = pending;
+        self.pending_end = self.log.valid + buf.len() as u64;
         Ok(())
     }
 
     /// Keeps the appended records if their flush succeeded (indexing them),
     /// or cuts them off if it failed.
     pub(crate) fn settle(&mut self, flushed: bool) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.pending);
         if flushed {
-            self.log.refresh(false)
+            for (name, loc) in pending {
+                match loc {
+                    Some(loc) => self.log.index.insert(name, loc),
+                    None => self.log.index.remove(&name),
+                };
+            }
+            self.log.valid = self.log.valid.max(self.pending_end);
+            Ok(())
         } else {
             self.log
                 .file
@@ -399,7 +421,8 @@ fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
-fn encode(buf: &mut Vec<u8>, name: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+/// Appends one record to `buf`; returns where its value starts in `buf`.
+fn encode(buf: &mut Vec<u8>, name: &str, value: Option<&[u8]>) -> Result<usize, StoreError> {
     let v = value.unwrap_or(&[]);
     let (Ok(n), Ok(vl)) = (u16::try_from(name.len()), u32::try_from(v.len())) else {
         return Err(StoreError::Permanent {
@@ -423,8 +446,9 @@ fn encode(buf: &mut Vec<u8>, name: &str, value: Option<&[u8]>) -> Result<(), Sto
     let body = crc32c::crc32c_append(crc32c::crc32c(name.as_bytes()), v);
     buf.extend_from_slice(&body.to_le_bytes());
     buf.extend_from_slice(name.as_bytes());
+    let value_at = buf.len();
     buf.extend_from_slice(v);
-    Ok(())
+    Ok(value_at)
 }
 
 /// The open logs of one store, by log path.
