@@ -43,7 +43,7 @@ pub fn validate_component(what: &'static str, value: &str, max: usize) -> Result
         return fail("it is too long");
     }
     if value.starts_with('.') {
-        return fail("it starts with '.' (reserved for temporary files, and '..' would escape)");
+        return fail("it starts with '.' (reserved for temporary files and commit logs, and '..' would escape)");
     }
     if value.contains('/') || value.contains('\\') {
         return fail("it contains a path separator");
