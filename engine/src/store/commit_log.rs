@@ -40,7 +40,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,6 +83,8 @@ struct Loc {
 #[derive(Debug)]
 pub(crate) struct Log {
     path: PathBuf,
+    /// The inode of `file`: a log deleted and made again is another file.
+    ino: u64,
     file: File,
     /// End of the last whole record read.
     valid: u64,
@@ -118,9 +120,18 @@ impl Drop for Locked<'_> {
 impl Log {
     /// Opens the log at `path`; `None` if there is none.
     fn open(path: &Path) -> std::io::Result<Option<Log>> {
-        match OpenOptions::new().read(true).write(true).open(path) {
+        // Read-only where it cannot be written (a store read by another
+        // user, a read-only mount): reads work, appends fail with the error.
+        let opened = match OpenOptions::new().read(true).write(true).open(path) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EROFS)) => {
+                OpenOptions::new().read(true).open(path)
+            }
+            other => other,
+        };
+        match opened {
             Ok(file) => Ok(Some(Log {
                 path: path.to_path_buf(),
+                ino: file.metadata()?.ino(),
                 file,
                 valid: 0,
                 index: HashMap::new(),
@@ -454,7 +465,10 @@ fn encode(buf: &mut Vec<u8>, name: &str, value: Option<&[u8]>) -> Result<usize, 
 /// The open logs of one store, by log path.
 #[derive(Debug, Default)]
 pub(crate) struct Logs {
-    open: parking_lot::Mutex<HashMap<PathBuf, Arc<parking_lot::Mutex<Log>>>>,
+    /// With each log's inode, read without taking the log's own lock (held
+    /// by a writer through its flush).
+    #[allow(clippy::type_complexity)]
+    open: parking_lot::Mutex<HashMap<PathBuf, (u64, Arc<parking_lot::Mutex<Log>>)>>,
 }
 
 impl Logs {
@@ -464,13 +478,27 @@ impl Logs {
         path: &Path,
     ) -> Result<Option<Arc<parking_lot::Mutex<Log>>>, StoreError> {
         let mut open = self.open.lock();
-        if let Some(l) = open.get(path) {
-            if path.exists() {
+        if let Some((ino, l)) = open.get(path) {
+            // Still the file at that path? It may have been deleted, or
+            // deleted and made again (by another process, say).
+            let here = match std::fs::metadata(path) {
+                Ok(m) => Some(m.ino()),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(StoreError::io(
+                        "open commit log",
+                        path.display().to_string(),
+                        e,
+                    ))
+                }
+            };
+            if here == Some(*ino) {
                 return Ok(Some(l.clone()));
             }
-            // Deleted (by another process, say): forget it.
             open.remove(path);
-            return Ok(None);
+            if here.is_none() {
+                return Ok(None);
+            }
         }
         let Some(log) = Log::open(path)
             .map_err(|e| StoreError::io("open commit log", path.display().to_string(), e))?
@@ -478,10 +506,11 @@ impl Logs {
             return Ok(None);
         };
         if open.len() >= OPEN_MAX {
-            open.retain(|_, l| Arc::strong_count(l) > 1);
+            open.retain(|_, (_, l)| Arc::strong_count(l) > 1);
         }
+        let ino = log.ino;
         let l = Arc::new(parking_lot::Mutex::new(log));
-        open.insert(path.to_path_buf(), l.clone());
+        open.insert(path.to_path_buf(), (ino, l.clone()));
         Ok(Some(l))
     }
 

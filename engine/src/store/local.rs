@@ -869,9 +869,11 @@ impl Store for LocalStore {
             });
         }
         let dir = self.root.join(prefix.trim_end_matches('/'));
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        // A logged directory may be gone (emptied of files) while its log,
+        // beside it, still holds keys.
+        let entries: Vec<_> = match fs::read_dir(&dir) {
+            Ok(e) => e.collect(),
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(StoreError::io("list_dir", prefix, e)),
         };
         let mut out = Vec::new();
@@ -954,6 +956,8 @@ impl Store for LocalStore {
                     Err(e) => return Err(StoreError::io("delete", rel, e)),
                 }
                 self.logs.forget_below(&lp);
+                self.durable_dirs.lock().remove(&lp);
+                self.fresh_dirs.lock().remove(&lp);
             } else {
                 for k in self.log_keys(&lp, &rel, prefix)? {
                     self.delete(&k)?;
@@ -1142,10 +1146,22 @@ mod tests {
         );
         assert_eq!(t.put_if_absent("w/1/tasks/b", b"vb2")?, Created);
         assert_eq!(s.get("w/1/tasks/b")?.as_deref(), Some(&b"vb2"[..]));
+        // The directory emptied of its files (the large one) is removed;
+        // its log, beside it, still answers.
+        assert_eq!(s.delete_prefix("w/1/tasks/bi")?, 1);
+        assert!(!tasks.exists());
+        assert_eq!(t.list_dir("w/1/tasks/")?, ["b", "d", "e"]);
+        assert_eq!(t.list_dir("w/1/")?, ["meta", "other/", "tasks/"]);
         // Deleting the workflow removes the log with the directory.
-        assert_eq!(s.delete_prefix("w/1/")?, 6);
+        assert_eq!(s.delete_prefix("w/1/")?, 5);
         assert!(!dir.path().join("w/1").exists());
         assert_eq!(t.list("w/")?, Vec::<String>::new());
+        // The same workflow made again gets a log again.
+        s.prepare("w/1/tasks/");
+        s.put_if_absent("w/1/meta", b"m")?;
+        s.put_if_absent("w/1/tasks/a", b"v")?;
+        assert!(!tasks.join("a").exists());
+        assert_eq!(t.get("w/1/tasks/a")?.as_deref(), Some(&b"v"[..]));
         Ok(())
     }
 
