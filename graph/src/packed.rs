@@ -15,7 +15,7 @@
 const NONE: u32 = u32::MAX;
 
 /// Adjacency lists of nodes `0..n` (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Packed {
     /// Node v's segment is `flat[start[v]..start[v + 1]]`, its live entries
     /// the first `len[v]`.
@@ -29,6 +29,22 @@ pub(crate) struct Packed {
     spilled: usize,
     /// Live entries in all.
     total: usize,
+}
+
+impl Clone for Packed {
+    /// A clone whose node arrays have room for an eighth more nodes (see
+    /// `Recompute`'s `Clone`).
+    fn clone(&self) -> Self {
+        Self {
+            start: crate::recompute::with_room(&self.start),
+            len: crate::recompute::with_room(&self.len),
+            flat: self.flat.clone(),
+            side: crate::recompute::with_room(&self.side),
+            side_lists: self.side_lists.clone(),
+            spilled: self.spilled,
+            total: self.total,
+        }
+    }
 }
 
 impl Default for Packed {
@@ -137,6 +153,13 @@ impl Packed {
     /// Number of nodes.
     pub(crate) fn nodes(&self) -> usize {
         self.len.len()
+    }
+
+    /// Makes room for `more` nodes without reallocation.
+    pub(crate) fn reserve_nodes(&mut self, more: usize) {
+        self.start.reserve(more);
+        self.len.reserve(more);
+        self.side.reserve(more);
     }
 
     /// Adds a node with an empty list.

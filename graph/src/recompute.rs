@@ -36,7 +36,7 @@ use crate::table::row_hash;
 use crate::{on_threads, term, EdgeOp, IdIndex, IdMap, Overflow};
 
 /// The recomputing implementation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Recompute {
     /// Dense index of each node id.
     dense: IdIndex,
@@ -96,6 +96,50 @@ impl Clone for Scratch {
     fn clone(&self) -> Self {
         Self::default()
     }
+}
+
+impl Clone for Recompute {
+    /// A clone keeps room to grow, as a state built by [`Recompute::from_pairs`]
+    /// has: `Vec::clone` allocates exactly, and the first epoch of an exact
+    /// clone reallocates every node array (for its new nodes) and every
+    /// following list it appends to.
+    fn clone(&self) -> Self {
+        Self {
+            dense: self.dense.clone(),
+            ids: with_room(&self.ids),
+            out: self
+                .out
+                .iter()
+                .map(|l| list_with_room(l))
+                .collect::<Vec<_>>(),
+            following: with_room(&self.following),
+            followers: self.followers.clone(),
+            edge_count: self.edge_count,
+            x: with_room(&self.x),
+            rounds: self.rounds,
+            digest: self.digest,
+            threads: self.threads,
+            labeled: self.labeled,
+            slack: self.slack,
+            sparse_from: self.sparse_from,
+            parallel_from: self.parallel_from,
+            scratch: Scratch::default(),
+        }
+    }
+}
+
+/// A copy of a node array with room for an eighth more nodes.
+pub(crate) fn with_room<T: Clone>(v: &[T]) -> Vec<T> {
+    let mut c = Vec::with_capacity(v.len() + v.len() / 8 + 16);
+    c.extend_from_slice(v);
+    c
+}
+
+/// A copy of an adjacency list with room for an eighth more entries.
+fn list_with_room(l: &[u32]) -> Vec<u32> {
+    let mut c = Vec::with_capacity(l.len() + l.len() / 8 + 1);
+    c.extend_from_slice(l);
+    c
 }
 
 /// `buf` holding `n` zeros, reusing its allocation.
@@ -182,9 +226,10 @@ impl Recompute {
         for v in 0..n {
             offsets[v + 1] += offsets[v];
         }
+        // Room to grow by an eighth, as the packed lists have.
         s.out = out_len
             .iter()
-            .map(|&len| Vec::with_capacity(len as usize))
+            .map(|&len| Vec::with_capacity(len as usize + len as usize / 8 + 1))
             .collect();
         s.following = out_len;
         for (&ai, &bi) in a_index.iter().zip(&flat) {
@@ -298,6 +343,13 @@ impl Recompute {
             self.dense.get_or_insert(id, i as u32);
         }
         self.labeled = (n, self.edge_count);
+        // Room for the nodes of the next epochs (collected arrays are exact).
+        let room = n / 8 + 16;
+        self.ids.reserve(room);
+        self.following.reserve(room);
+        self.x.reserve(room);
+        self.out.reserve(room);
+        self.followers.reserve_nodes(room);
     }
 
     /// Whether the graph doubled its nodes or edges since the last
