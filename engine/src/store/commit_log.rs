@@ -242,8 +242,9 @@ impl Log {
             op,
             key: key.to_owned(),
             message: format!(
-                "the commit log {} is corrupt at byte {at} (a whole record fails its checksum): \
-                 nothing from there on is read, and nothing more is written to it",
+                "the commit log {} is damaged at byte {at} (a whole record fails its checksum, \
+                 or a failed append could not be undone): nothing from there on is read, and \
+                 nothing more is written to it",
                 self.describe()
             ),
         }
@@ -341,10 +342,15 @@ impl Locked<'_> {
             self.log.valid = self.log.valid.max(self.pending_end);
             Ok(())
         } else {
-            self.log
-                .file
-                .set_len(self.log.valid)
-                .map_err(|e| StoreError::io("commit", self.log.describe(), e))
+            let cut = self.log.file.set_len(self.log.valid);
+            if cut.is_err() {
+                // Records that were never durable stay in the file: nothing
+                // from there on may be read as valid, in this process or
+                // another.
+                self.log.corrupt_at = Some(self.log.valid);
+                let _ = self.log.file.write_all_at(&[0xff; HEADER], self.log.valid);
+            }
+            cut.map_err(|e| StoreError::io("commit", self.log.describe(), e))
         }
     }
 
