@@ -1216,14 +1216,21 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn a_torn_tail_reads_as_absent_and_is_kept_aside() -> Result<(), Box<dyn std::error::Error>> {
+    /// A store whose prepared directory `w/tasks/` logged two objects, `a`
+    /// and `b`; and the log's path.
+    fn two_logged() -> Result<(tempfile::TempDir, PathBuf), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let s = LocalStore::open(dir.path())?;
         s.prepare("w/tasks/");
         s.put_if_absent("w/tasks/a", b"first")?;
         s.put_if_absent("w/tasks/b", b"second")?;
         let log = dir.path().join("w/.tasks.log");
+        Ok((dir, log))
+    }
+
+    #[test]
+    fn a_torn_tail_reads_as_absent_and_is_kept_aside() -> Result<(), Box<dyn std::error::Error>> {
+        let (dir, log) = two_logged()?;
         let len = fs::metadata(&log)?.len();
         // A crash in the middle of the second append.
         OpenOptions::new()
@@ -1253,12 +1260,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_is_an_error_never_a_value() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let s = LocalStore::open(dir.path())?;
-        s.prepare("w/tasks/");
-        s.put_if_absent("w/tasks/a", b"first")?;
-        s.put_if_absent("w/tasks/b", b"second")?;
-        let log = dir.path().join("w/.tasks.log");
+        let (dir, log) = two_logged()?;
         let mut bytes = fs::read(&log)?;
         bytes[22] ^= 0x10; // in the first record's name
         fs::write(&log, &bytes)?;
