@@ -374,15 +374,17 @@ impl LocalStore {
 
     /// Appends a group commit's items for one log, unflushed, under its
     /// exclusive lock; items found to exist get their outcome at once.
-    /// Returns the lock and the appended items' indices, or `None` if
-    /// nothing was appended.
+    /// Returns the lock, the appended items' indices and the later copies
+    /// of an appended name in the batch (with the index of the first), or
+    /// `None` if nothing was appended.
+    #[allow(clippy::type_complexity)]
     fn log_append<'g>(
         &self,
         items: &[(&str, &[u8])],
         batch: &LogBatch,
         guard: &'g mut commit_log::Log,
         out: &mut [Option<Result<PutOutcome, StoreError>>],
-    ) -> Option<(commit_log::Locked<'g>, Vec<usize>)> {
+    ) -> Option<(commit_log::Locked<'g>, Vec<usize>, Vec<(usize, usize)>)> {
         let first = items[batch.items[0].0].0;
         let mut l = match guard.lock(true) {
             Ok(l) => l,
@@ -398,14 +400,24 @@ impl LocalStore {
                 return None;
             }
         };
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: std::collections::HashMap<&str, usize> = Default::default();
         let mut records = Vec::new();
         let mut idx = Vec::new();
+        let mut dups = Vec::new();
         for (i, path, name) in &batch.items {
             let key = items[*i].0;
-            let exists = if !seen.insert(name.as_str()) {
-                Ok(PutOutcome::AlreadyExists)
+            let exists = if let Some(&first) = seen.get(name.as_str()) {
+                // A name given twice: the second is the first's outcome,
+                // known only once the first is flushed if it is appended.
+                match &out[first] {
+                    None => {
+                        dups.push((*i, first));
+                        continue;
+                    }
+                    Some(_) => Ok(PutOutcome::AlreadyExists),
+                }
             } else {
+                seen.insert(name.as_str(), *i);
                 match l.contains(key, name) {
                     Ok(true) => Ok(PutOutcome::AlreadyExists),
                     Ok(false) if path.exists() => self.found_file(key, path),
@@ -436,7 +448,7 @@ impl LocalStore {
             }
             return None;
         }
-        Some((l, idx))
+        Some((l, idx, dups))
     }
 
     /// Removes `name` from a commit log (a deletion record), if it is there.
@@ -722,10 +734,16 @@ impl Store for LocalStore {
             &LogBatch,
             parking_lot::MutexGuard<'_, commit_log::Log>,
         )> = logged.iter().map(|(lp, b)| (lp, b, b.log.lock())).collect();
-        let mut appended: Vec<(&PathBuf, commit_log::Locked<'_>, Vec<usize>)> = Vec::new();
+        #[allow(clippy::type_complexity)]
+        let mut appended: Vec<(
+            &PathBuf,
+            commit_log::Locked<'_>,
+            Vec<usize>,
+            Vec<(usize, usize)>,
+        )> = Vec::new();
         for (lp, batch, guard) in guards.iter_mut() {
-            if let Some((l, idx)) = self.log_append(items, batch, guard, &mut out) {
-                appended.push((lp, l, idx));
+            if let Some((l, idx, dups)) = self.log_append(items, batch, guard, &mut out) {
+                appended.push((lp, l, idx, dups));
             }
         }
         if !appended.is_empty() {
@@ -736,14 +754,14 @@ impl Store for LocalStore {
             self.syncfs().and_then(|()| {
                 appended
                     .iter()
-                    .try_for_each(|(lp, _, _)| self.log_entry_durable(&self.describe(), lp))
+                    .try_for_each(|(lp, ..)| self.log_entry_durable(&self.describe(), lp))
             })
         } else {
             appended
                 .iter()
-                .try_for_each(|(lp, l, _)| self.flush_log(&self.describe(), l, lp))
+                .try_for_each(|(lp, l, ..)| self.flush_log(&self.describe(), l, lp))
         };
-        for (_, mut l, idx) in appended {
+        for (_, mut l, idx, dups) in appended {
             let settled = l.settle(flushed.is_ok());
             for i in idx {
                 out[i] = Some(match (&flushed, &settled) {
@@ -753,6 +771,16 @@ impl Store for LocalStore {
                         key: items[i].0.to_owned(),
                         message: e.to_string(),
                     }),
+                });
+            }
+            for (i, first) in dups {
+                out[i] = Some(match &out[first] {
+                    Some(Err(e)) => Err(StoreError::Permanent {
+                        op: "group commit",
+                        key: items[i].0.to_owned(),
+                        message: e.to_string(),
+                    }),
+                    _ => Ok(PutOutcome::AlreadyExists),
                 });
             }
         }
@@ -1102,6 +1130,18 @@ mod tests {
             .collect::<Result<_, _>>()?;
         use PutOutcome::*;
         assert_eq!(got, [Created, Created, AlreadyExists, Created, Created]);
+        // A name twice in one group commit: the first is created.
+        let twice: Vec<(String, Vec<u8>)> = (0..SYNCFS_FROM)
+            .map(|i| ("w/1/tasks/twice".to_owned(), vec![i as u8]))
+            .collect();
+        let got: Vec<PutOutcome> = s
+            .put_many_if_absent(&many(&twice))
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        assert_eq!(got[0], Created);
+        assert!(got[1..].iter().all(|&o| o == AlreadyExists));
+        assert_eq!(s.get("w/1/tasks/twice")?, Some(vec![0]));
+        s.delete("w/1/tasks/twice")?;
         // Small ones are records of the log, the large one and the
         // unprepared directory's are files.
         let tasks = dir.path().join("w/1/tasks");
