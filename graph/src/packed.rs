@@ -36,10 +36,10 @@ impl Clone for Packed {
     /// `Recompute`'s `Clone`).
     fn clone(&self) -> Self {
         Self {
-            start: crate::recompute::with_room(&self.start),
-            len: crate::recompute::with_room(&self.len),
+            start: with_room(&self.start, node_room(self.start.len())),
+            len: with_room(&self.len, node_room(self.len.len())),
             flat: self.flat.clone(),
-            side: crate::recompute::with_room(&self.side),
+            side: with_room(&self.side, node_room(self.side.len())),
             side_lists: self.side_lists.clone(),
             spilled: self.spilled,
             total: self.total,
@@ -444,14 +444,29 @@ impl Part<'_> {
     }
 }
 
-/// Room left after a list of `len` entries when packing: an eighth, and
-/// one, for a list that has entries.
-fn room(len: usize) -> usize {
+/// Room left after a list of `len` entries when packing (and in the
+/// following lists of `Recompute`): an eighth, and one, for a list that has
+/// entries.
+pub(crate) fn room(len: usize) -> usize {
     if len == 0 {
         0
     } else {
         len / 8 + 1
     }
+}
+
+/// Room for the nodes to come in a node-indexed array of `n`: an eighth,
+/// and 16.
+pub(crate) fn node_room(n: usize) -> usize {
+    n / 8 + 16
+}
+
+/// A copy of `v` with capacity for `extra` more, without reallocation:
+/// `Vec::clone` allocates exactly.
+pub(crate) fn with_room<T: Clone>(v: &[T], extra: usize) -> Vec<T> {
+    let mut c = Vec::with_capacity(v.len() + extra);
+    c.extend_from_slice(v);
+    c
 }
 
 /// Merges the sorted `ins` into `list[..n]`, sorted, where `list` has

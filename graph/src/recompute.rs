@@ -31,7 +31,7 @@
 //! ```
 
 use crate::online::{record_change, Change, Online, OnlineError, Update};
-use crate::packed::Packed;
+use crate::packed::{node_room, room, with_room, Packed};
 use crate::table::row_hash;
 use crate::{on_threads, term, EdgeOp, IdIndex, IdMap, Overflow};
 
@@ -82,8 +82,6 @@ pub struct Recompute {
 struct Scratch {
     /// The value buffer of the next iteration (the table before last).
     spare: Vec<u64>,
-    /// The table before the last iteration.
-    old_x: Vec<u64>,
     prev: Vec<u64>,
     narrow: Vec<u32>,
     wide: Vec<u64>,
@@ -106,16 +104,16 @@ impl Clone for Recompute {
     fn clone(&self) -> Self {
         Self {
             dense: self.dense.clone(),
-            ids: with_room(&self.ids),
+            ids: with_room(&self.ids, node_room(self.ids.len())),
             out: self
                 .out
                 .iter()
-                .map(|l| list_with_room(l))
+                .map(|l| with_room(l, room(l.len())))
                 .collect::<Vec<_>>(),
-            following: with_room(&self.following),
+            following: with_room(&self.following, node_room(self.following.len())),
             followers: self.followers.clone(),
             edge_count: self.edge_count,
-            x: with_room(&self.x),
+            x: with_room(&self.x, node_room(self.x.len())),
             rounds: self.rounds,
             digest: self.digest,
             threads: self.threads,
@@ -126,20 +124,6 @@ impl Clone for Recompute {
             scratch: Scratch::default(),
         }
     }
-}
-
-/// A copy of a node array with room for an eighth more nodes.
-pub(crate) fn with_room<T: Clone>(v: &[T]) -> Vec<T> {
-    let mut c = Vec::with_capacity(v.len() + v.len() / 8 + 16);
-    c.extend_from_slice(v);
-    c
-}
-
-/// A copy of an adjacency list with room for an eighth more entries.
-fn list_with_room(l: &[u32]) -> Vec<u32> {
-    let mut c = Vec::with_capacity(l.len() + l.len() / 8 + 1);
-    c.extend_from_slice(l);
-    c
 }
 
 /// `buf` holding `n` zeros, reusing its allocation.
@@ -229,7 +213,7 @@ impl Recompute {
         // Room to grow by an eighth, as the packed lists have.
         s.out = out_len
             .iter()
-            .map(|&len| Vec::with_capacity(len as usize + len as usize / 8 + 1))
+            .map(|&len| Vec::with_capacity(len as usize + room(len as usize)))
             .collect();
         s.following = out_len;
         for (&ai, &bi) in a_index.iter().zip(&flat) {
@@ -243,7 +227,7 @@ impl Recompute {
         s.x = vec![0; n];
         s.edge_count = pairs.len();
         s.relabel();
-        s.iterate()?;
+        s.scratch.spare = s.iterate()?;
         s.digest = (0..s.ids.len())
             .filter(|&v| s.followers.len(v) > 0)
             .fold(0u64, |d, v| d.wrapping_add(row_hash(s.ids[v], s.x[v])));
@@ -344,12 +328,12 @@ impl Recompute {
         }
         self.labeled = (n, self.edge_count);
         // Room for the nodes of the next epochs (collected arrays are exact).
-        let room = n / 8 + 16;
-        self.ids.reserve(room);
-        self.following.reserve(room);
-        self.x.reserve(room);
-        self.out.reserve(room);
-        self.followers.reserve_nodes(room);
+        let more = node_room(n);
+        self.ids.reserve(more);
+        self.following.reserve(more);
+        self.x.reserve(more);
+        self.out.reserve(more);
+        self.followers.reserve_nodes(more);
     }
 
     /// Whether the graph doubled its nodes or edges since the last
@@ -370,8 +354,9 @@ impl Recompute {
         balanced(self.threads.min(n.max(1)), self.edge_count, weights)
     }
 
-    /// Iterates from zero to the least fixpoint into `self.x`.
-    fn iterate(&mut self) -> Result<(), Overflow> {
+    /// Iterates from zero to the least fixpoint into `self.x`; returns the
+    /// values it replaced.
+    fn iterate(&mut self) -> Result<Vec<u64>, Overflow> {
         let n = self.ids.len();
         debug_assert!(self
             .out
@@ -517,15 +502,14 @@ impl Recompute {
                 break;
             }
         }
-        // The table before stays for the caller's comparison; the buffers
-        // for the next epoch.
-        self.scratch.old_x = std::mem::replace(&mut self.x, x);
+        // The buffers for the next epoch; the table before goes to the
+        // caller, for its comparison.
         self.scratch.prev = prev;
         self.scratch.narrow = narrow;
         self.scratch.wide = wide;
         self.scratch.touched = touched;
         self.rounds = rounds;
-        Ok(())
+        Ok(std::mem::replace(&mut self.x, x))
     }
 
     /// Continues the iteration from `x` (round r) by pushing `deltas`, the
@@ -972,11 +956,11 @@ impl Online for Recompute {
                     .map(|v| (self.ids[v], was_in[v], self.x[v]))
                     .collect();
                 self.relabel();
-                self.iterate()?;
+                self.scratch.spare = self.iterate()?;
+                self.scratch.was_in = was_in;
                 return Ok(self.changes_by_id(old, inserted, removed));
             }
-            self.iterate()?;
-            std::mem::take(&mut self.scratch.old_x)
+            self.iterate()?
         } else {
             self.x.clone()
         };
