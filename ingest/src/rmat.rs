@@ -229,8 +229,6 @@ mod tests {
         }
     }
 
-    /// The bytes are pinned: a change of the generator (a faster draw, a
-    /// new permutation) must not change the graphs of existing seeds.
     #[test]
     fn a_prepared_generator_draws_the_same_edges() {
         for (scale, seed) in [(1, 0), (10, 7), (22, 1), (40, 3)] {
@@ -246,6 +244,8 @@ mod tests {
         }
     }
 
+    /// The bytes are pinned: a change of the generator (a faster draw, a
+    /// new permutation) must not change the graphs of existing seeds.
     #[test]
     fn the_output_of_a_seed_is_pinned() -> io::Result<()> {
         let g = Rmat {
