@@ -47,7 +47,7 @@ use std::sync::Arc;
 use super::StoreError;
 
 /// Objects larger than this get a file of their own: from about 1 MiB a
-/// file's second journal commit is a small part of its cost.
+/// file's second flush is a small part of its cost.
 pub(crate) const LOG_MAX: usize = 1 << 20;
 
 const MAGIC: &[u8; 4] = b"XLR1";
