@@ -62,32 +62,34 @@ pub(crate) struct Share {
 
 impl Share {
     /// Takes the worker's edges in the pairs' order (sorted by followed
-    /// node): no sort, one index lookup per local edge.
+    /// node): no sort, and lookups that do not wait on one another (see
+    /// [`crate::IdIndex::numbering`]).
     pub(crate) fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
         let mut targets = Vec::new();
         let mut offsets = Vec::new();
-        let mut followers = Vec::with_capacity(pairs.len() / peers + pairs.len() / 64);
-        let mut following: Vec<u32> = Vec::new();
-        // Sized for an average following of 8, to spare most rehashing.
-        let max_id = pairs.iter().map(|&(_, b)| b).max().unwrap_or(0);
-        let mut dense = crate::IdIndex::for_ids(max_id, pairs.len() / peers / 8);
+        // The local edges' followers, by id for now.
+        let mut local: Vec<u64> = Vec::with_capacity(pairs.len() / peers + pairs.len() / 64);
         for &(a, b) in pairs {
             if owner(b, peers) != index {
                 continue;
             }
             if targets.last() != Some(&a) {
                 targets.push(a);
-                offsets.push(followers.len());
+                offsets.push(local.len());
             }
-            let next = following.len() as u32;
-            let bi = dense.get_or_insert(b, next);
-            if bi == next {
-                following.push(0);
-            }
-            following[bi as usize] += 1;
-            followers.push(bi);
+            local.push(b);
         }
-        offsets.push(followers.len());
+        offsets.push(local.len());
+        let (dense, ids) = crate::IdIndex::numbering(&[], local.iter().copied());
+        let followers: Vec<u32> = local
+            .iter()
+            .map(|&b| dense.get(b).unwrap_or(u32::MAX))
+            .collect();
+        drop(local);
+        let mut following = vec![0u32; ids.len()];
+        for &bi in &followers {
+            following[bi as usize] += 1;
+        }
         Self {
             targets,
             offsets,

@@ -48,7 +48,7 @@ pub(crate) fn inserted_pairs(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
     /// Node ids by dense index: first the nodes with followers, ascending,
-    /// then the nodes that only follow, in first-seen order.
+    /// then the nodes that only follow (see [`crate::IdIndex::numbering`]).
     pub ids: Vec<u64>,
     /// How many nodes have followers (a prefix of `ids`).
     pub with_followers: usize,
@@ -72,8 +72,7 @@ impl Graph {
     pub fn from_sorted_pairs(pairs: &[(u64, u64)]) -> Self {
         debug_assert!(pairs.windows(2).all(|w| w[0] < w[1]));
         // Followed nodes first, in ascending order (the pairs are sorted by
-        // them), then nodes that only follow, in first-seen order: no sort
-        // of all ids, one index lookup per edge.
+        // them), then nodes that only follow: no sort of all ids.
         let mut ids: Vec<u64> = Vec::new();
         let mut offsets: Vec<usize> = Vec::new();
         for (i, &(a, _)) in pairs.iter().enumerate() {
@@ -83,25 +82,12 @@ impl Graph {
             }
         }
         let with_followers = ids.len();
-        let max_id = pairs
+        let (dense, ids) = crate::IdIndex::numbering(&ids, pairs.iter().map(|&(_, b)| b));
+        // Independent lookups: every follower is in the index.
+        let followers: Vec<u32> = pairs
             .iter()
-            .map(|&(_, b)| b)
-            .chain(ids.last().copied())
-            .max()
-            .unwrap_or(0);
-        let mut dense = crate::IdIndex::for_ids(max_id, 2 * ids.len());
-        for (i, &a) in ids.iter().enumerate() {
-            dense.get_or_insert(a, i as u32);
-        }
-        let mut followers = Vec::with_capacity(pairs.len());
-        for &(_, b) in pairs {
-            let next = ids.len() as u32;
-            let idx = dense.get_or_insert(b, next);
-            if idx == next {
-                ids.push(b);
-            }
-            followers.push(idx);
-        }
+            .map(|&(_, b)| dense.get(b).unwrap_or(u32::MAX))
+            .collect();
         let n = ids.len();
         let mut following = vec![0u32; n];
         for &b in &followers {
