@@ -336,11 +336,14 @@ fn write_atomically(
 }
 
 fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Result<()> {
+    if workers == 0 && !use_reference {
+        bail!("--workers must be at least 1");
+    }
     let start = Instant::now();
     // The reference stays single-threaded from the first byte: the COST
     // baseline.
     let threads = if use_reference { 1 } else { workers.max(1) };
-    let file = exoflow_ingest::file::read_all_on(edges, threads)?;
+    let file = exoflow_ingest::file::read_columns_on(edges, threads)?;
     let read_s = start.elapsed().as_secs_f64();
     if !file.rejected.is_empty() {
         let rejected = out.with_extension("rejected.tsv");
@@ -361,36 +364,50 @@ fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Resul
             first.reason
         );
     }
-    let ops: Vec<EdgeOp> = file
-        .edges
-        .iter()
-        .map(|e| EdgeOp {
-            src: e.src,
-            dst: e.dst,
-            insert: e.op == Op::Insert,
-        })
-        .collect();
     let t = Instant::now();
-    let pairs = if use_reference {
-        reference::apply_ops(&ops)
+    let n_ops = file.len();
+    // An edge file of inserts is sorted on a thread per part (one part, one
+    // thread, for the reference), and split among the workers as it is;
+    // removals need the operations' order, and the reference's map.
+    enum Built {
+        Pairs(Vec<(u64, u64)>),
+        Shares(exoflow_graph::batch::Shares),
+    }
+    let graph = if !file.inserts_only() {
+        let ops: Vec<EdgeOp> = file
+            .parts
+            .iter()
+            .flat_map(|p| p.edges())
+            .map(|e| EdgeOp {
+                src: e.src,
+                dst: e.dst,
+                insert: e.op == Op::Insert,
+            })
+            .collect();
+        Built::Pairs(reference::apply_ops(&ops))
     } else {
-        exoflow_graph::batch::graph_of(&ops, threads)
+        let parts = file.parts.into_iter().map(|p| p.pairs).collect();
+        if use_reference {
+            Built::Pairs(exoflow_graph::batch::graph_of_inserts(parts))
+        } else {
+            Built::Shares(exoflow_graph::batch::Shares::of_inserts(parts, workers))
+        }
     };
-    let n_ops = ops.len();
-    drop(ops);
     let build_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let n_pairs = pairs.len();
-    let (table, rounds) = if use_reference {
-        reference::tunkrank_rounds(&reference::Graph::from_sorted_pairs(&pairs))?
-    } else {
-        if workers == 0 {
-            bail!("--workers must be at least 1");
+    let n_pairs = match &graph {
+        Built::Pairs(pairs) => pairs.len(),
+        Built::Shares(shares) => shares.edges(),
+    };
+    let (table, rounds) = match graph {
+        Built::Pairs(pairs) if use_reference => {
+            reference::tunkrank_rounds(&reference::Graph::from_sorted_pairs(&pairs))?
         }
-        exoflow_graph::batch::tunkrank(
+        Built::Pairs(pairs) => exoflow_graph::batch::tunkrank(
             std::sync::Arc::new(pairs),
             timely::Config::process(workers),
-        )?
+        )?,
+        Built::Shares(shares) => exoflow_graph::batch::tunkrank_shares(shares)?,
     };
     let compute_s = t.elapsed().as_secs_f64();
     write_atomically(out, |f| write_csv(&table, f))?;

@@ -65,14 +65,23 @@ impl Share {
     /// node): no sort, and lookups that do not wait on one another (see
     /// [`crate::IdIndex::numbering`]).
     pub(crate) fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
+        Self::of_local(
+            pairs
+                .iter()
+                .copied()
+                .filter(|&(_, b)| owner(b, peers) == index),
+            pairs.len() / peers,
+        )
+    }
+
+    /// The share of exactly `local_pairs`, the worker's edges, sorted;
+    /// about `len` of them.
+    fn of_local(local_pairs: impl Iterator<Item = (u64, u64)>, len: usize) -> Self {
         let mut targets = Vec::new();
         let mut offsets = Vec::new();
         // The local edges' followers, by id for now.
-        let mut local: Vec<u64> = Vec::with_capacity(pairs.len() / peers + pairs.len() / 64);
-        for &(a, b) in pairs {
-            if owner(b, peers) != index {
-                continue;
-            }
+        let mut local: Vec<u64> = Vec::with_capacity(len + len / 32);
+        for (a, b) in local_pairs {
             if targets.last() != Some(&a) {
                 targets.push(a);
                 offsets.push(local.len());
@@ -368,37 +377,59 @@ pub(crate) fn iterate(
     (table, result)
 }
 
-/// The graph of a sequence of edge operations (see
-/// [`crate::reference::apply_ops`]), built on `threads` threads when the
-/// operations are all inserts (an edge file): each thread sorts its share
-/// of the pairs, and the sorted shares are merged, duplicates dropped.
-/// Removals need the operations' order: the reference builds those.
-pub fn graph_of(ops: &[crate::EdgeOp], threads: usize) -> Vec<(u64, u64)> {
-    if threads <= 1 || ops.len() < 1 << 16 || !ops.iter().all(|op| op.insert) {
-        return crate::reference::apply_ops(ops);
-    }
-    let chunk = ops.len().div_ceil(threads);
-    let mut runs: Vec<Vec<(u64, u64)>> = crate::on_threads(
-        ops.chunks(chunk)
-            .map(|part| move || crate::reference::inserted_pairs(part))
-            .collect(),
-    );
-    // Pairwise merges, the pairs of runs on their own threads.
-    while runs.len() > 1 {
-        let odd = (runs.len() % 2 == 1).then(|| runs.pop()).flatten();
-        let mut pairs = Vec::with_capacity(runs.len() / 2);
-        let mut it = runs.into_iter();
-        while let (Some(a), Some(b)) = (it.next(), it.next()) {
-            pairs.push(move || {
-                let mut out = Vec::with_capacity(a.len() + b.len());
-                crate::merge_sorted(&mut out, &a, &b);
-                out
-            });
+/// The graph of parts of an edge file that are all inserts (see
+/// [`crate::reference::apply_ops`]), built on a thread per part: sorted,
+/// distinct pairs without self-loops. Removals need the operations' order:
+/// the reference builds those.
+pub fn graph_of_inserts(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
+    crate::pairs::union(parts)
+}
+
+/// The graph of an edge file's insert-only parts, split among `workers`
+/// timely workers of one process: what [`tunkrank_shares`] computes on.
+/// Each worker's edges come straight from the sort, so that no worker
+/// scans the whole graph for its own.
+pub struct Shares {
+    /// By worker: its edges as sorted runs that follow one another.
+    by_worker: Vec<crate::pairs::Runs>,
+}
+
+impl Shares {
+    /// The graph of `parts` (see [`graph_of_inserts`]), built on a thread
+    /// per part, split for `workers` workers.
+    pub fn of_inserts(parts: Vec<Vec<(u64, u64)>>, workers: usize) -> Self {
+        let peers = workers.max(1);
+        Self {
+            by_worker: crate::pairs::union_split(parts, peers, move |b| owner(b, peers)),
         }
-        runs = crate::on_threads(pairs);
-        runs.extend(odd);
     }
-    runs.pop().unwrap_or_default()
+
+    /// Number of edges.
+    pub fn edges(&self) -> usize {
+        self.by_worker.iter().flatten().map(Vec::len).sum()
+    }
+}
+
+/// [`tunkrank`] of the graph in `shares`, on as many timely workers of
+/// this process as it was split for.
+pub fn tunkrank_shares(shares: Shares) -> Result<(Table, usize), BatchError> {
+    let workers = shares.by_worker.len();
+    let slots: Vec<std::sync::Mutex<Option<crate::pairs::Runs>>> = shares
+        .by_worker
+        .into_iter()
+        .map(|runs| std::sync::Mutex::new(Some(runs)))
+        .collect();
+    let slots = Arc::new(slots);
+    run(timely::Config::process(workers), move |worker| {
+        let runs = slots[worker.index()]
+            .lock()
+            .map(|mut slot| slot.take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let len = runs.iter().map(Vec::len).sum();
+        Share::of_local(runs.into_iter().flatten(), len)
+    })
 }
 
 /// TunkRank of the graph `pairs` (b follows a; sorted, distinct, no
@@ -408,8 +439,19 @@ pub fn tunkrank(
     pairs: Arc<Vec<(u64, u64)>>,
     config: timely::Config,
 ) -> Result<(Table, usize), BatchError> {
+    run(config, move |worker| {
+        Share::new(&pairs, worker.index(), worker.peers())
+    })
+}
+
+/// Runs the iteration on timely workers as configured, each on the share
+/// `share` gives it.
+fn run(
+    config: timely::Config,
+    share: impl Fn(&mut timely::worker::Worker) -> Share + Send + Sync + 'static,
+) -> Result<(Table, usize), BatchError> {
     let guards = timely::execute(config, move |worker| {
-        let share = Share::new(&pairs, worker.index(), worker.peers());
+        let share = share(worker);
         let (part, rounds) = iterate(worker, share);
         rounds.map(|n| (part, n))
     })
@@ -436,26 +478,6 @@ mod tests {
         reference::apply_ops(ops)
     }
 
-    #[test]
-    fn the_graph_built_on_threads_is_the_reference_graph() {
-        // Duplicates across the threads' shares, self-loops, then a removal
-        // (built in order by the reference).
-        let mut s = 1u64;
-        let mut ops: Vec<EdgeOp> = (0..200_000)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                EdgeOp::insert((s >> 33) % 500, (s >> 17) % 500)
-            })
-            .collect();
-        for threads in [1, 2, 3, 5] {
-            assert_eq!(graph_of(&ops, threads), pairs(&ops), "{threads} threads");
-        }
-        ops.push(EdgeOp::remove(ops[7].src, ops[7].dst));
-        assert_eq!(graph_of(&ops, 2), pairs(&ops));
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]
 
@@ -469,7 +491,41 @@ mod tests {
             for workers in [1, 2] {
                 let (got, _) = tunkrank(p.clone(), timely::Config::process(workers)).expect("batch");
                 prop_assert_eq!(&got, &want, "{} workers", workers);
+                if ops.iter().all(|o| o.insert) {
+                    let parts = ops.chunks(ops.len().div_ceil(workers).max(1)).map(|c| c.iter().map(|o| (o.src, o.dst)).collect()).collect();
+                    let (got, _) = tunkrank_shares(Shares::of_inserts(parts, workers)).expect("batch");
+                    prop_assert_eq!(&got, &want, "{} workers, shares", workers);
+                }
             }
+        }
+    }
+
+    /// An edge file's parts, sorted and split among the workers as they
+    /// are: the reference's table. Large enough to take the packed sort.
+    #[test]
+    fn shares_of_inserted_parts_equal_the_reference() {
+        let mut s = 3u64;
+        let ops: Vec<EdgeOp> = (0..300_000)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Skewed: low ids are followed far more often.
+                let a = (s >> 40) % ((s >> 20) % 20_000 + 1);
+                EdgeOp::insert(a, (s >> 3) % 20_000)
+            })
+            .collect();
+        let want = reference::tunkrank(&Graph::from_ops(&ops)).expect("no overflow");
+        for (parts, workers) in [(1, 1), (2, 2), (3, 2), (2, 3)] {
+            let chunk = ops.len().div_ceil(parts);
+            let parts: Vec<Vec<(u64, u64)>> = ops
+                .chunks(chunk)
+                .map(|c| c.iter().map(|o| (o.src, o.dst)).collect())
+                .collect();
+            let shares = Shares::of_inserts(parts, workers);
+            assert_eq!(shares.edges(), pairs(&ops).len());
+            let (got, _) = tunkrank_shares(shares).expect("batch");
+            assert_eq!(got, want, "{workers} workers");
         }
     }
 

@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod differential;
 pub mod online;
 mod packed;
+mod pairs;
 pub mod recompute;
 pub mod reference;
 pub mod table;

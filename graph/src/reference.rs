@@ -33,14 +33,7 @@ pub fn apply_ops(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
 /// The sorted, distinct pairs of operations that are all inserts,
 /// self-loops dropped.
 pub(crate) fn inserted_pairs(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
-    let mut pairs: Vec<(u64, u64)> = ops
-        .iter()
-        .filter(|op| op.src != op.dst)
-        .map(|op| (op.src, op.dst))
-        .collect();
-    pairs.sort_unstable();
-    pairs.dedup();
-    pairs
+    crate::pairs::union(vec![ops.iter().map(|op| (op.src, op.dst)).collect()])
 }
 
 /// A graph in compressed sparse rows: nodes renumbered densely in ascending

@@ -3,10 +3,11 @@
 //! is dropped silently.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::edge::{escape, parse_line, Edge, Line, Malformed, MAX_LINE};
+use crate::edge::{escape, parse_line, Edge, Line, Malformed, Op, MAX_LINE};
 
 /// A malformed line and where it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,71 @@ pub struct EdgeFile {
     pub rejected: Vec<Rejected>,
     /// Lines read in all.
     pub lines: u64,
+}
+
+/// The edge operations of a part of a file, in columns: the pairs, and
+/// which of them are removals. An edge file is mostly inserts: 16 bytes
+/// an operation, where [`Edge`] takes 24.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EdgePart {
+    /// `(src, dst)` of each operation, in file order.
+    pub pairs: Vec<(u64, u64)>,
+    /// Indices in `pairs` of the removals, ascending.
+    pub removals: Vec<usize>,
+}
+
+impl EdgePart {
+    /// The operations, in order.
+    pub fn edges(&self) -> impl Iterator<Item = Edge> + '_ {
+        let mut removals = self.removals.iter().peekable();
+        self.pairs.iter().enumerate().map(move |(i, &(src, dst))| {
+            let op = if removals.next_if_eq(&&i).is_some() {
+                Op::Remove
+            } else {
+                Op::Insert
+            };
+            Edge { op, src, dst }
+        })
+    }
+}
+
+/// A file's edges as read in parts (one per reading thread, in file order),
+/// and its rejected lines.
+#[derive(Debug, Default)]
+pub struct EdgeColumns {
+    /// The parts, in file order.
+    pub parts: Vec<EdgePart>,
+    /// Malformed lines, numbered in the whole file.
+    pub rejected: Vec<Rejected>,
+    /// Lines read in all.
+    pub lines: u64,
+}
+
+impl EdgeColumns {
+    /// Whether every operation is an insert.
+    pub fn inserts_only(&self) -> bool {
+        self.parts.iter().all(|p| p.removals.is_empty())
+    }
+
+    /// Number of edge operations.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.pairs.len()).sum()
+    }
+
+    /// Whether there is no edge operation.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<EdgeColumns> for EdgeFile {
+    fn from(c: EdgeColumns) -> Self {
+        Self {
+            edges: c.parts.iter().flat_map(EdgePart::edges).collect(),
+            rejected: c.rejected,
+            lines: c.lines,
+        }
+    }
 }
 
 /// Whether a file is gzip, by its magic bytes.
@@ -168,42 +234,44 @@ pub fn read_all(path: &Path) -> Result<EdgeFile, ReadError> {
     read_all_on(path, 1)
 }
 
-/// Reads every line of an edge file, a plain one parsed on `threads`
-/// threads: the file is read into memory and cut at line ends, each part
-/// read as its own stream, and the parts joined in order, with the line
-/// numbers and offsets of the whole file (the same result as one thread).
-/// A gzip file is read as one stream.
+/// [`read_columns_on`], the edges as one list of [`Edge`]s.
 pub fn read_all_on(path: &Path, threads: usize) -> Result<EdgeFile, ReadError> {
+    read_columns_on(path, threads).map(EdgeFile::from)
+}
+
+/// Reads every line of an edge file, a plain one in `threads` parts cut at
+/// line ends, each part read by a thread of its own from its place in the
+/// file (no copy of the whole file in memory). The line numbers and offsets
+/// are those of the whole file, and the parts joined in order are what one
+/// thread reads. A gzip file is read as one stream.
+pub fn read_columns_on(path: &Path, threads: usize) -> Result<EdgeColumns, ReadError> {
     let io = |source| ReadError::Io {
         path: path.to_owned(),
         source,
     };
     if threads <= 1 || is_gzip(path)? {
         let reader = BufReader::with_capacity(1 << 20, open_stream(path)?);
-        return read_lines(LineReader::new(reader, 0)).map_err(io);
+        let (part, rejected, lines) = read_part(LineReader::new(reader, 0), 0).map_err(io)?;
+        return Ok(EdgeColumns {
+            parts: vec![part],
+            rejected,
+            lines,
+        });
     }
-    let bytes = std::fs::read(path).map_err(io)?;
-    // Cut after a line end near each 1/threads of the bytes.
-    let mut cuts = vec![0];
-    for k in 1..threads {
-        let at = (bytes.len() * k / threads).max(*cuts.last().unwrap_or(&0));
-        let end = match bytes[at..].iter().position(|&b| b == b'\n') {
-            Some(p) => at + p + 1,
-            None => bytes.len(),
-        };
-        cuts.push(end);
-    }
-    cuts.push(bytes.len());
-    let parts: Vec<std::io::Result<EdgeFile>> = std::thread::scope(|s| {
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let cuts = line_starts(&file, len, threads).map_err(io)?;
+    let parts: Vec<std::io::Result<_>> = std::thread::scope(|s| {
         let handles: Vec<_> = cuts
             .windows(2)
             .map(|w| {
-                let part = &bytes[w[0]..w[1]];
-                let offset = w[0] as u64;
+                let (start, end) = (w[0], w[1]);
                 s.spawn(move || {
-                    // Room for every line at once: no regrowth of the edges.
-                    let lines = part.iter().filter(|&&b| b == b'\n').count() + 1;
-                    read_lines_into(LineReader::new(part, offset), Vec::with_capacity(lines))
+                    let mut f = File::open(path)?;
+                    f.seek(SeekFrom::Start(start))?;
+                    let reader = BufReader::with_capacity(1 << 20, f.take(end - start));
+                    // About 14 bytes a line in an edge list of large ids.
+                    read_part(LineReader::new(reader, start), (end - start) as usize / 14)
                 })
             })
             .collect();
@@ -212,44 +280,76 @@ pub fn read_all_on(path: &Path, threads: usize) -> Result<EdgeFile, ReadError> {
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
-    let mut out = EdgeFile::default();
+    let mut out = EdgeColumns::default();
     for part in parts {
-        let mut part = part.map_err(io)?;
-        if out.edges.is_empty() {
-            out.edges = std::mem::take(&mut part.edges);
-        } else {
-            out.edges.append(&mut part.edges);
-        }
-        out.rejected.extend(part.rejected.into_iter().map(|mut r| {
+        let (part, rejected, lines) = part.map_err(io)?;
+        out.rejected.extend(rejected.into_iter().map(|mut r| {
             r.line += out.lines;
             r
         }));
-        out.lines += part.lines;
+        out.lines += lines;
+        out.parts.push(part);
     }
     Ok(out)
 }
 
-/// Every line of a stream: the edges, the rejected lines (numbered from 1
-/// in this stream) and the count.
-fn read_lines<R: BufRead>(lines: LineReader<R>) -> std::io::Result<EdgeFile> {
-    read_lines_into(lines, Vec::new())
+/// `parts + 1` offsets cutting a file of `len` bytes into `parts` runs of
+/// whole lines, near equal in size: 0, the start of the first line at or
+/// after each `len * k / parts`, and `len`.
+fn line_starts(file: &File, len: u64, parts: usize) -> std::io::Result<Vec<u64>> {
+    let mut cuts = vec![0u64];
+    let mut window = vec![0u8; 1 << 16];
+    for k in 1..parts as u64 {
+        let last = *cuts.last().unwrap_or(&0);
+        // A line starts at `at` if the byte before it is a line end.
+        let mut at = (len * k / parts as u64).max(last).max(1) - 1;
+        let start = loop {
+            let n = file.read_at(&mut window, at)?;
+            if n == 0 {
+                break len;
+            }
+            if let Some(p) = memchr::memchr(b'\n', &window[..n]) {
+                break at + p as u64 + 1;
+            }
+            at += n as u64;
+        };
+        cuts.push(start.max(last));
+    }
+    cuts.push(len);
+    Ok(cuts)
 }
 
-/// [`read_lines`], the edges pushed to `edges`.
-fn read_lines_into<R: BufRead>(
+/// Every line of a stream: the edges, the rejected lines (numbered from 1
+/// in this stream) and the number of lines. Plain lines are parsed in the
+/// reader's buffer ([`plain_lines`]); any other line, and a line across the
+/// buffer's end, is read alone and given to [`parse_line`].
+fn read_part<R: BufRead>(
     mut lines: LineReader<R>,
-    edges: Vec<Edge>,
-) -> std::io::Result<EdgeFile> {
-    let mut out = EdgeFile {
-        edges,
-        ..EdgeFile::default()
+    capacity: usize,
+) -> std::io::Result<(EdgePart, Vec<Rejected>, u64)> {
+    let mut part = EdgePart {
+        pairs: Vec::with_capacity(capacity),
+        removals: Vec::new(),
     };
-    while let Some((offset, raw)) = lines.next_line()? {
-        out.lines += 1;
+    let mut rejected = Vec::new();
+    let mut count = 0u64;
+    loop {
+        let buf = lines.reader.fill_buf()?;
+        let (used, n) = plain_lines(buf, &mut part);
+        lines.reader.consume(used);
+        lines.offset += used as u64;
+        count += n;
+        let Some((offset, raw)) = lines.next_line()? else {
+            break;
+        };
+        count += 1;
         let (reason, raw) = match raw {
             RawLine::Line(line) => match parse_line(line) {
                 Ok(Line::Edge(e)) => {
-                    out.edges.push(e);
+                    if e.op == Op::Remove {
+                        part.removals.push(part.pairs.len());
+                    }
+                    part.pairs.push((e.src, e.dst));
                     continue;
                 }
                 Ok(Line::Skip) => continue,
@@ -257,14 +357,73 @@ fn read_lines_into<R: BufRead>(
             },
             RawLine::TooLong { len, head } => (Malformed::TooLong { len }, head),
         };
-        out.rejected.push(Rejected {
-            line: out.lines,
+        rejected.push(Rejected {
+            line: count,
             offset,
             reason,
             raw: escape(raw),
         });
     }
-    Ok(out)
+    Ok((part, rejected, count))
+}
+
+/// Parses the plain lines at the start of `buf`, `[-]a b\n` (one or more
+/// spaces or tabs between the ids, each of at most 19 digits; `\r\n`
+/// allowed), into `part`, as [`parse_line`] would; stops before the first
+/// other line, or the first without its line end in `buf`. Returns the
+/// bytes and the lines it took.
+#[inline]
+fn plain_lines(buf: &[u8], part: &mut EdgePart) -> (usize, u64) {
+    let mut i = 0;
+    let mut n = 0;
+    loop {
+        let remove = buf.get(i) == Some(&b'-');
+        let Some((src, mut j)) = digits(buf, i + usize::from(remove)) else {
+            return (i, n);
+        };
+        let sep = j;
+        while matches!(buf.get(j), Some(b' ' | b'\t')) {
+            j += 1;
+        }
+        if j == sep {
+            return (i, n);
+        }
+        let Some((dst, mut j)) = digits(buf, j) else {
+            return (i, n);
+        };
+        match buf.get(j) {
+            Some(b'\n') => j += 1,
+            Some(b'\r') if buf.get(j + 1) == Some(&b'\n') => j += 2,
+            _ => return (i, n),
+        }
+        if remove {
+            part.removals.push(part.pairs.len());
+        }
+        part.pairs.push((src, dst));
+        i = j;
+        n += 1;
+    }
+}
+
+/// The 1 to 19 digits at `buf[i..]` (always within 64 bits) and the index
+/// after them; `None` for no digit, 20 or more, or digits up to the end of
+/// `buf` (more may follow).
+#[inline]
+fn digits(buf: &[u8], mut i: usize) -> Option<(u64, usize)> {
+    let start = i;
+    let mut v: u64 = 0;
+    loop {
+        let d = buf.get(i)?.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v * 10 + u64::from(d);
+        i += 1;
+        if i - start > 19 {
+            return None;
+        }
+    }
+    (i > start).then_some((v, i))
 }
 
 #[cfg(test)]
@@ -304,6 +463,75 @@ mod tests {
             assert_eq!(many.lines, one.lines, "{threads} threads");
         }
         Ok(())
+    }
+
+    /// Line by line through [`parse_line`]: what [`read_part`] must give.
+    fn line_by_line(bytes: &[u8]) -> (Vec<Edge>, Vec<Rejected>, u64) {
+        let mut lines = LineReader::new(bytes, 0);
+        let (mut edges, mut rejected, mut n) = (Vec::new(), Vec::new(), 0);
+        while let Some((offset, raw)) = lines.next_line().expect("in memory") {
+            n += 1;
+            let (reason, raw) = match raw {
+                RawLine::Line(line) => match parse_line(line) {
+                    Ok(Line::Edge(e)) => {
+                        edges.push(e);
+                        continue;
+                    }
+                    Ok(Line::Skip) => continue,
+                    Err(reason) => (reason, &line[..line.len().min(256)]),
+                },
+                RawLine::TooLong { len, head } => (Malformed::TooLong { len }, head),
+            };
+            rejected.push(Rejected {
+                line: n,
+                offset,
+                reason,
+                raw: escape(raw),
+            });
+        }
+        (edges, rejected, n)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Plain lines parsed in the buffer, the others alone, lines across
+        /// the buffer's end, at any buffer size: the same as line by line.
+        #[test]
+        fn the_buffer_parser_reads_as_parse_line_does(
+            text in proptest::collection::vec(proptest::sample::select(
+                b"0123456789 \t-\r\n#x\xff".to_vec()), 0..400),
+            long in proptest::collection::vec(0usize..400, 0..3),
+            plain in proptest::collection::vec((0u64..1 << 40, 0u64..50, 0u8..12), 0..60),
+            cap in 1usize..80,
+        ) {
+            // Now and then an id of 19, 20 or 25 digits.
+            let mut text = text;
+            for (k, at) in long.into_iter().enumerate() {
+                let at = at.min(text.len());
+                let id = ["9999999999999999999", "18446744073709551616", "1234567890123456789012345"][k];
+                text.splice(at..at, id.bytes().chain(*b" 7\n"));
+            }
+            // And lines that are mostly plain edges.
+            for (a, b, shape) in plain {
+                let line = match shape {
+                    0 => format!("-{a} {b}\n"),
+                    1 => format!("{a}\t {b}\r\n"),
+                    2 => format!("{a} {b} 99\n"),
+                    3 => format!(" {a} {b}\n"),
+                    4 => format!("{a} {b}\r\r\n"),
+                    5 => format!("{a}-{b}\n"),
+                    _ => format!("{a} {b}\n"),
+                };
+                text.extend_from_slice(line.as_bytes());
+            }
+            let (edges, rejected, n) = line_by_line(&text);
+            let reader = BufReader::with_capacity(cap, &text[..]);
+            let (part, got_rejected, got_n) = read_part(LineReader::new(reader, 0), 0)?;
+            proptest::prop_assert_eq!(part.edges().collect::<Vec<_>>(), edges);
+            proptest::prop_assert_eq!(got_rejected, rejected);
+            proptest::prop_assert_eq!(got_n, n);
+        }
     }
 
     #[test]
