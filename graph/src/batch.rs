@@ -62,32 +62,52 @@ pub(crate) struct Share {
 
 impl Share {
     /// Takes the worker's edges in the pairs' order (sorted by followed
-    /// node): no sort, and lookups that do not wait on one another (see
-    /// [`crate::IdIndex::numbering`]).
+    /// node): no sort.
     pub(crate) fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
-        Self::of_local(
-            pairs
-                .iter()
-                .copied()
-                .filter(|&(_, b)| owner(b, peers) == index),
-            pairs.len() / peers,
-        )
+        let mut local = Local::with_capacity(pairs.len() / peers);
+        for &(a, b) in pairs {
+            if owner(b, peers) == index {
+                local.push(a, b);
+            }
+        }
+        local.share()
+    }
+}
+
+/// A worker's edges as they come, sorted: the followed nodes and where
+/// their followers start, the followers by id for now.
+struct Local {
+    targets: Vec<u64>,
+    offsets: Vec<usize>,
+    followers: Vec<u64>,
+}
+
+impl Local {
+    fn with_capacity(len: usize) -> Self {
+        Self {
+            targets: Vec::new(),
+            offsets: Vec::new(),
+            followers: Vec::with_capacity(len + len / 32),
+        }
     }
 
-    /// The share of exactly `local_pairs`, the worker's edges, sorted;
-    /// about `len` of them.
-    fn of_local(local_pairs: impl Iterator<Item = (u64, u64)>, len: usize) -> Self {
-        let mut targets = Vec::new();
-        let mut offsets = Vec::new();
-        // The local edges' followers, by id for now.
-        let mut local: Vec<u64> = Vec::with_capacity(len + len / 32);
-        for (a, b) in local_pairs {
-            if targets.last() != Some(&a) {
-                targets.push(a);
-                offsets.push(local.len());
-            }
-            local.push(b);
+    #[inline]
+    fn push(&mut self, a: u64, b: u64) {
+        if self.targets.last() != Some(&a) {
+            self.targets.push(a);
+            self.offsets.push(self.followers.len());
         }
+        self.followers.push(b);
+    }
+
+    /// The share, the followers numbered by lookups that do not wait on
+    /// one another (see [`crate::IdIndex::numbering`]).
+    fn share(self) -> Share {
+        let Self {
+            targets,
+            mut offsets,
+            followers: local,
+        } = self;
         offsets.push(local.len());
         let (dense, ids) = crate::IdIndex::numbering(&[], local.iter().copied());
         let followers: Vec<u32> = local
@@ -99,7 +119,7 @@ impl Share {
         for &bi in &followers {
             following[bi as usize] += 1;
         }
-        Self {
+        Share {
             targets,
             offsets,
             followers,
@@ -387,48 +407,38 @@ pub fn graph_of_inserts(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
 
 /// The graph of an edge file's insert-only parts, split among `workers`
 /// timely workers of one process: what [`tunkrank_shares`] computes on.
-/// Each worker's edges come straight from the sort, so that no worker
-/// scans the whole graph for its own.
+/// The pairs are packed and scattered by worker here; each worker sorts
+/// its own, bucket by bucket, as it builds its share, so that no worker
+/// scans the whole graph and the sorted graph is never written out.
 pub struct Shares {
-    /// By worker: its edges as sorted runs that follow one another.
-    by_worker: Vec<crate::pairs::Runs>,
+    split: Arc<crate::pairs::Split>,
+    workers: usize,
 }
 
 impl Shares {
-    /// The graph of `parts` (see [`graph_of_inserts`]), built on a thread
-    /// per part, split for `workers` workers.
+    /// The graph of `parts` (see [`graph_of_inserts`]), scattered on a
+    /// thread per part, split for `workers` workers.
     pub fn of_inserts(parts: Vec<Vec<(u64, u64)>>, workers: usize) -> Self {
         let peers = workers.max(1);
         Self {
-            by_worker: crate::pairs::union_split(parts, peers, move |b| owner(b, peers)),
+            split: Arc::new(crate::pairs::Split::new(parts, peers, move |b| {
+                owner(b, peers)
+            })),
+            workers: peers,
         }
-    }
-
-    /// Number of edges.
-    pub fn edges(&self) -> usize {
-        self.by_worker.iter().flatten().map(Vec::len).sum()
     }
 }
 
 /// [`tunkrank`] of the graph in `shares`, on as many timely workers of
-/// this process as it was split for.
-pub fn tunkrank_shares(shares: Shares) -> Result<(Table, usize), BatchError> {
-    let workers = shares.by_worker.len();
-    let slots: Vec<std::sync::Mutex<Option<crate::pairs::Runs>>> = shares
-        .by_worker
-        .into_iter()
-        .map(|runs| std::sync::Mutex::new(Some(runs)))
-        .collect();
-    let slots = Arc::new(slots);
-    run(timely::Config::process(workers), move |worker| {
-        let runs = slots[worker.index()]
-            .lock()
-            .map(|mut slot| slot.take())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let len = runs.iter().map(Vec::len).sum();
-        Share::of_local(runs.into_iter().flatten(), len)
+/// this process as it was split for: the table, the number of rounds and
+/// the number of edges.
+pub fn tunkrank_shares(shares: Shares) -> Result<(Table, usize, usize), BatchError> {
+    let split = shares.split;
+    run(timely::Config::process(shares.workers), move |worker| {
+        let w = worker.index();
+        let mut local = Local::with_capacity(split.bound(w));
+        split.for_each(w, |a, b| local.push(a, b));
+        local.share()
     })
 }
 
@@ -439,32 +449,35 @@ pub fn tunkrank(
     pairs: Arc<Vec<(u64, u64)>>,
     config: timely::Config,
 ) -> Result<(Table, usize), BatchError> {
-    run(config, move |worker| {
+    let (table, rounds, _) = run(config, move |worker| {
         Share::new(&pairs, worker.index(), worker.peers())
-    })
+    })?;
+    Ok((table, rounds))
 }
 
 /// Runs the iteration on timely workers as configured, each on the share
-/// `share` gives it.
+/// `share` gives it: the table, the rounds, the edges.
 fn run(
     config: timely::Config,
     share: impl Fn(&mut timely::worker::Worker) -> Share + Send + Sync + 'static,
-) -> Result<(Table, usize), BatchError> {
+) -> Result<(Table, usize, usize), BatchError> {
     let guards = timely::execute(config, move |worker| {
         let share = share(worker);
+        let edges = share.followers.len();
         let (part, rounds) = iterate(worker, share);
-        rounds.map(|n| (part, n))
+        rounds.map(|n| (part, n, edges))
     })
     .map_err(BatchError::Timely)?;
     let mut table = Vec::new();
-    let mut rounds = 0;
+    let (mut rounds, mut edges) = (0, 0);
     for r in guards.join() {
-        let (part, n) = r.map_err(BatchError::Timely)??;
+        let (part, n, e) = r.map_err(BatchError::Timely)??;
         rounds = rounds.max(n);
+        edges += e;
         table.extend(part);
     }
     table.sort_unstable();
-    Ok((table, rounds))
+    Ok((table, rounds, edges))
 }
 
 #[cfg(test)]
@@ -493,7 +506,7 @@ mod tests {
                 prop_assert_eq!(&got, &want, "{} workers", workers);
                 if ops.iter().all(|o| o.insert) {
                     let parts = ops.chunks(ops.len().div_ceil(workers).max(1)).map(|c| c.iter().map(|o| (o.src, o.dst)).collect()).collect();
-                    let (got, _) = tunkrank_shares(Shares::of_inserts(parts, workers)).expect("batch");
+                    let (got, _, _) = tunkrank_shares(Shares::of_inserts(parts, workers)).expect("batch");
                     prop_assert_eq!(&got, &want, "{} workers, shares", workers);
                 }
             }
@@ -523,8 +536,8 @@ mod tests {
                 .map(|c| c.iter().map(|o| (o.src, o.dst)).collect())
                 .collect();
             let shares = Shares::of_inserts(parts, workers);
-            assert_eq!(shares.edges(), pairs(&ops).len());
-            let (got, _) = tunkrank_shares(shares).expect("batch");
+            let (got, _, edges) = tunkrank_shares(shares).expect("batch");
+            assert_eq!(edges, pairs(&ops).len());
             assert_eq!(got, want, "{workers} workers");
         }
     }

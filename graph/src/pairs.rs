@@ -10,151 +10,161 @@
 
 use crate::on_threads;
 
-/// Sorted runs of pairs that follow one another.
-pub(crate) type Runs = Vec<Vec<(u64, u64)>>;
-
 /// Keys per bucket aimed at: 128 KiB, twice over (keys and scratch) in L2.
 const BUCKET: usize = 1 << 14;
 
 /// The union of `parts` as a graph: self-loops dropped, sorted, without
-/// duplicates. Each part is packed, and each range of buckets sorted, on a
-/// thread of its own: one thread for one part.
+/// duplicates. Each part is packed and scattered on a thread of its own.
 pub(crate) fn union(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
-    let [runs] = <[_; 1]>::try_from(union_split(parts, 1, |_| 0)).unwrap_or_default();
-    let mut runs = runs.into_iter();
-    let mut all = runs.next().unwrap_or_default();
-    for run in runs {
-        all.extend_from_slice(&run);
-    }
+    let split = Split::new(parts, 1, |_| 0);
+    let mut all = Vec::with_capacity(split.bound(0));
+    split.for_each(0, |a, b| all.push((a, b)));
     all
 }
 
-/// [`union`] split `ways` ways by `route(b)` (below `ways`), each way as
-/// sorted runs that follow one another (one per sorting thread): the pairs
-/// of way `w` in order are its runs' pairs one after the other.
-pub(crate) fn union_split(
-    parts: Vec<Vec<(u64, u64)>>,
-    ways: usize,
-    route: impl Fn(u64) -> usize + Sync,
-) -> Vec<Runs> {
-    let threads = parts.len().max(1);
-    let parts = on_threads(
-        parts
-            .into_iter()
-            .map(|mut p| {
-                move || {
-                    p.retain(|&(a, b)| a != b);
-                    let (ma, mb) = p
-                        .iter()
-                        .fold((0, 0), |(ma, mb), &(a, b)| (ma.max(a), mb.max(b)));
-                    (p, ma, mb)
-                }
-            })
-            .collect(),
-    );
-    let n: usize = parts.iter().map(|p| p.0.len()).sum();
-    let max_a = parts.iter().map(|p| p.1).max().unwrap_or(0);
-    let max_b = parts.iter().map(|p| p.2).max().unwrap_or(0);
-    let shift = u64::BITS - max_b.leading_zeros();
-    let bits = shift + (u64::BITS - max_a.leading_zeros());
-    if shift >= u64::BITS || bits > u64::BITS || n < 4 * BUCKET {
-        let mut all: Vec<(u64, u64)> = Vec::with_capacity(n);
-        for (p, _, _) in parts {
-            all.extend(p);
+/// The union of parts (see [`union`]) split `ways` ways by a route of the
+/// follower, each way sorted when it is read ([`Split::for_each`]): so
+/// that each worker sorts its own pairs, and the sorted whole is never
+/// written out.
+pub(crate) enum Split {
+    /// Packed keys scattered into buckets by (way, top bits).
+    Packed {
+        /// Per part: its keys by bucket, and where each bucket starts.
+        parts: Vec<(Vec<u64>, Vec<usize>)>,
+        /// Buckets per way.
+        buckets: usize,
+        /// `key = a << shift | b`.
+        shift: u32,
+    },
+    /// Ids that do not pack: each way's pairs, sorted and distinct.
+    Sorted(Vec<Vec<(u64, u64)>>),
+}
+
+impl Split {
+    /// `parts` split by `route(b)` (below `ways`).
+    pub(crate) fn new(
+        parts: Vec<Vec<(u64, u64)>>,
+        ways: usize,
+        route: impl Fn(u64) -> usize + Sync,
+    ) -> Self {
+        let ways = ways.max(1);
+        let parts = on_threads(
+            parts
+                .into_iter()
+                .map(|mut p| {
+                    move || {
+                        p.retain(|&(a, b)| a != b);
+                        let (ma, mb) = p
+                            .iter()
+                            .fold((0, 0), |(ma, mb), &(a, b)| (ma.max(a), mb.max(b)));
+                        (p, ma, mb)
+                    }
+                })
+                .collect(),
+        );
+        let n: usize = parts.iter().map(|p| p.0.len()).sum();
+        let max_a = parts.iter().map(|p| p.1).max().unwrap_or(0);
+        let max_b = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        let shift = u64::BITS - max_b.leading_zeros();
+        let bits = shift + (u64::BITS - max_a.leading_zeros());
+        if shift >= u64::BITS || bits > u64::BITS || n < 4 * BUCKET {
+            let mut all: Vec<(u64, u64)> = Vec::with_capacity(n);
+            for (p, _, _) in parts {
+                all.extend(p);
+            }
+            all.sort_unstable();
+            all.dedup();
+            let mut split = vec![Vec::new(); ways];
+            for &(a, b) in &all {
+                split[route(b)].push((a, b));
+            }
+            return Self::Sorted(split);
         }
-        all.sort_unstable();
-        all.dedup();
-        let mut split = vec![Vec::new(); ways];
-        for &(a, b) in &all {
-            split[route(b)].push((a, b));
-        }
-        return split.into_iter().map(|w| vec![w]).collect();
-    }
-    // Buckets by the top `top` bits of the keys.
-    let top = (usize::BITS - (n / BUCKET).leading_zeros())
-        .clamp(1, 12)
-        .min(bits);
-    let low = bits - top;
-    let buckets = 1usize << top;
-    let scattered: Vec<(Vec<u64>, Vec<usize>)> = on_threads(
-        parts
-            .into_iter()
-            .map(|(p, _, _)| {
-                move || {
-                    let mut starts = vec![0usize; buckets + 1];
-                    for &(a, b) in &p {
-                        starts[((a << shift | b) >> low) as usize + 1] += 1;
-                    }
-                    for d in 0..buckets {
-                        starts[d + 1] += starts[d];
-                    }
-                    let mut at = starts.clone();
-                    let mut keys = vec![0u64; p.len()];
-                    for &(a, b) in &p {
-                        let k = a << shift | b;
-                        let d = (k >> low) as usize;
-                        keys[at[d]] = k;
-                        at[d] += 1;
-                    }
-                    (keys, starts)
-                }
-            })
-            .collect(),
-    );
-    // Contiguous ranges of buckets, about n / threads keys each.
-    let size = |d: usize| -> usize { scattered.iter().map(|(_, s)| s[d + 1] - s[d]).sum() };
-    let mut ranges = Vec::with_capacity(threads);
-    let (mut from, mut acc) = (0, 0);
-    for d in 0..buckets {
-        acc += size(d);
-        if acc * threads >= n * (ranges.len() + 1) && ranges.len() + 1 < threads {
-            ranges.push(from..d + 1);
-            from = d + 1;
-        }
-    }
-    ranges.push(from..buckets);
-    let mask = (1u64 << shift) - 1;
-    let (scattered, route) = (&scattered, &route);
-    let outputs: Vec<Runs> = on_threads(
-        ranges
-            .into_iter()
-            .map(|range| {
-                move || {
-                    let total: usize = range.clone().map(size).sum();
-                    let mut out: Vec<Vec<(u64, u64)>> = (0..ways)
-                        .map(|_| Vec::with_capacity(total / ways + total / 64))
-                        .collect();
-                    let (mut keys, mut scratch) = (Vec::new(), Vec::new());
-                    for d in range {
-                        keys.clear();
-                        for (part, starts) in scattered {
-                            keys.extend_from_slice(&part[starts[d]..starts[d + 1]]);
+        // Buckets by way, then by the top `top` bits of the keys.
+        let top = (usize::BITS - (n / ways / BUCKET).leading_zeros())
+            .clamp(1, 12)
+            .min(bits);
+        let low = bits - top;
+        let buckets = 1usize << top;
+        let route = &route;
+        let bucket = move |a: u64, b: u64| -> (u64, usize) {
+            let k = a << shift | b;
+            (k, route(b) * buckets + (k >> low) as usize)
+        };
+        let parts = on_threads(
+            parts
+                .into_iter()
+                .map(|(p, _, _)| {
+                    move || {
+                        let mut starts = vec![0usize; ways * buckets + 1];
+                        for &(a, b) in &p {
+                            starts[bucket(a, b).1 + 1] += 1;
                         }
-                        scratch.resize(keys.len(), 0);
-                        radix_sort(&mut keys, &mut scratch);
-                        keys.dedup();
-                        if ways == 1 {
-                            out[0].extend(keys.iter().map(|&k| (k >> shift, k & mask)));
-                            continue;
+                        for d in 0..ways * buckets {
+                            starts[d + 1] += starts[d];
                         }
-                        for &k in &keys {
-                            let b = k & mask;
-                            out[route(b)].push((k >> shift, b));
+                        let mut at = starts.clone();
+                        let mut keys = vec![0u64; p.len()];
+                        for &(a, b) in &p {
+                            let (k, d) = bucket(a, b);
+                            keys[at[d]] = k;
+                            at[d] += 1;
                         }
+                        (keys, starts)
                     }
-                    out
-                }
-            })
-            .collect(),
-    );
-    // Way by way, the runs in order.
-    let mut split: Vec<Runs> = vec![Vec::new(); ways];
-    for out in outputs {
-        for (w, run) in out.into_iter().enumerate() {
-            split[w].push(run);
+                })
+                .collect(),
+        );
+        Self::Packed {
+            parts,
+            buckets,
+            shift,
         }
     }
-    split
+
+    /// At least the number of pairs of way `w` (exactly, after
+    /// [`for_each`](Self::for_each); duplicates not yet dropped before).
+    pub(crate) fn bound(&self, w: usize) -> usize {
+        match self {
+            Self::Packed { parts, buckets, .. } => parts
+                .iter()
+                .map(|(_, s)| s[(w + 1) * buckets] - s[w * buckets])
+                .sum(),
+            Self::Sorted(ways) => ways.get(w).map_or(0, Vec::len),
+        }
+    }
+
+    /// Calls `f(a, b)` for the pairs of way `w`, in order: each bucket
+    /// gathered from the parts, radix sorted in cache, deduplicated.
+    pub(crate) fn for_each(&self, w: usize, mut f: impl FnMut(u64, u64)) {
+        let (parts, buckets, shift) = match self {
+            Self::Sorted(ways) => {
+                for &(a, b) in ways.get(w).into_iter().flatten() {
+                    f(a, b);
+                }
+                return;
+            }
+            Self::Packed {
+                parts,
+                buckets,
+                shift,
+            } => (parts, *buckets, *shift),
+        };
+        let mask = (1u64 << shift) - 1;
+        let (mut keys, mut scratch) = (Vec::new(), Vec::new());
+        for d in w * buckets..(w + 1) * buckets {
+            keys.clear();
+            for (part, starts) in parts {
+                keys.extend_from_slice(&part[starts[d]..starts[d + 1]]);
+            }
+            scratch.resize(keys.len(), 0);
+            radix_sort(&mut keys, &mut scratch);
+            keys.dedup();
+            for &k in &keys {
+                f(k >> shift, k & mask);
+            }
+        }
+    }
 }
 
 /// Sorts `keys` by their bytes from the lowest, skipping the bytes that are
@@ -247,18 +257,20 @@ mod tests {
             }
             // Split three ways: each way the pairs routed to it, in order.
             let route = |b: u64| (b % 3) as usize;
-            let split = union_split(
+            let split = Split::new(
                 vec![pairs[..50_000].to_vec(), pairs[50_000..].to_vec()],
                 3,
                 route,
             );
-            for (w, runs) in split.iter().enumerate() {
-                let got: Vec<(u64, u64)> = runs.concat();
+            for w in 0..3 {
+                let mut got = Vec::new();
+                split.for_each(w, |a, b| got.push((a, b)));
                 let way: Vec<(u64, u64)> = want
                     .iter()
                     .copied()
                     .filter(|&(_, b)| route(b) == w)
                     .collect();
+                assert!(split.bound(w) >= way.len());
                 assert_eq!(got, way, "{ba} and {bb} bits, way {w}");
             }
         }
