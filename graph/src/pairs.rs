@@ -51,9 +51,10 @@ impl Split {
         let parts = on_threads(
             parts
                 .into_iter()
-                .map(|mut p| {
+                .map(|p| {
                     move || {
-                        p.retain(|&(a, b)| a != b);
+                        // Self-loops are left out below, not removed here:
+                        // a pass less over the pairs.
                         let (ma, mb) = p
                             .iter()
                             .fold((0, 0), |(ma, mb), &(a, b)| (ma.max(a), mb.max(b)));
@@ -70,7 +71,7 @@ impl Split {
         if shift >= u64::BITS || bits > u64::BITS || n < 4 * BUCKET {
             let mut all: Vec<(u64, u64)> = Vec::with_capacity(n);
             for (p, _, _) in parts {
-                all.extend(p);
+                all.extend(p.into_iter().filter(|&(a, b)| a != b));
             }
             all.sort_unstable();
             all.dedup();
@@ -98,14 +99,19 @@ impl Split {
                     move || {
                         let mut starts = vec![0usize; ways * buckets + 1];
                         for &(a, b) in &p {
-                            starts[bucket(a, b).1 + 1] += 1;
+                            if a != b {
+                                starts[bucket(a, b).1 + 1] += 1;
+                            }
                         }
                         for d in 0..ways * buckets {
                             starts[d + 1] += starts[d];
                         }
                         let mut at = starts.clone();
-                        let mut keys = vec![0u64; p.len()];
+                        let mut keys = vec![0u64; starts[ways * buckets]];
                         for &(a, b) in &p {
+                            if a == b {
+                                continue;
+                            }
                             let (k, d) = bucket(a, b);
                             keys[at[d]] = k;
                             at[d] += 1;

@@ -216,16 +216,30 @@ impl<R: BufRead> LineReader<R> {
     }
 }
 
-/// Opens an edge file for reading from its start, decompressing gzip.
+/// Opens an edge file for reading from its start, decompressing gzip. The
+/// magic bytes are read from the stream itself, not from a second opening,
+/// so that a pipe (`--edges /dev/stdin`) loses nothing.
 pub fn open_stream(path: &Path) -> Result<Box<dyn Read + Send>, ReadError> {
-    let file = File::open(path).map_err(|source| ReadError::Io {
+    let io = |source| ReadError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    Ok(if is_gzip(path)? {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut magic = [0u8; 2];
+    let mut n = 0;
+    while n < magic.len() {
+        match file.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let stream = std::io::Cursor::new(magic).take(n as u64).chain(file);
+    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(stream))
     } else {
-        Box::new(file)
+        Box::new(stream)
     })
 }
 
@@ -249,7 +263,10 @@ pub fn read_columns_on(path: &Path, threads: usize) -> Result<EdgeColumns, ReadE
         path: path.to_owned(),
         source,
     };
-    if threads <= 1 || is_gzip(path)? {
+    // A pipe or a device has no length to cut at: read as one stream (and
+    // read once: no separate look at its first bytes).
+    let regular = std::fs::metadata(path).map_err(io)?.is_file();
+    if threads <= 1 || !regular || is_gzip(path)? {
         let reader = BufReader::with_capacity(1 << 20, open_stream(path)?);
         let (part, rejected, lines) = read_part(LineReader::new(reader, 0), 0).map_err(io)?;
         return Ok(EdgeColumns {
@@ -408,7 +425,7 @@ fn plain_lines(buf: &[u8], part: &mut EdgePart) -> (usize, u64) {
 /// The 1 to 19 digits at `buf[i..]` (always within 64 bits) and the index
 /// after them; `None` for no digit, 20 or more, or digits up to the end of
 /// `buf` (more may follow).
-#[inline]
+#[inline(always)]
 fn digits(buf: &[u8], mut i: usize) -> Option<(u64, usize)> {
     let start = i;
     let mut v: u64 = 0;
@@ -597,6 +614,34 @@ mod tests {
             }]
         );
         assert!(matches!(f.rejected[0].reason, Malformed::TooLong { len } if len == MAX_LINE + 11));
+        Ok(())
+    }
+
+    /// A pipe is read once, from its first byte, plain or gzip, whatever
+    /// the number of threads asked for.
+    #[test]
+    fn a_pipe_is_read_from_its_first_byte() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let text = b"1 2\n3 1\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text)?;
+        let gz = gz.finish()?;
+        for (k, bytes) in [&text[..], &gz[..]].into_iter().enumerate() {
+            for threads in [1, 2] {
+                let fifo = dir.path().join(format!("fifo-{k}-{threads}"));
+                let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+                assert!(status.success(), "mkfifo");
+                let writer = {
+                    let (fifo, bytes) = (fifo.clone(), bytes.to_vec());
+                    std::thread::spawn(move || std::fs::write(fifo, bytes))
+                };
+                let f = read_all_on(&fifo, threads)?;
+                writer.join().map_err(|_| "writer panicked")??;
+                assert_eq!(f.edges.len(), 2, "{k} {threads}: {:?}", f.rejected);
+                assert!(f.rejected.is_empty());
+                assert_eq!((f.edges[0].src, f.edges[1].src), (1, 3));
+            }
+        }
         Ok(())
     }
 
