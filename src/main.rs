@@ -368,8 +368,8 @@ fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Resul
     }
     let t = Instant::now();
     let n_ops = file.len();
-    // An edge file of inserts is sorted on a thread per part (one part, one
-    // thread, for the reference), and split among the workers as it is;
+    // An edge file of inserts is packed and scattered on a thread per part
+    // (one part, one thread, for the reference), each worker's edges apart;
     // removals need the operations' order, and the reference's map.
     enum Built {
         Pairs(Vec<(u64, u64)>),

@@ -398,9 +398,10 @@ pub(crate) fn iterate(
 }
 
 /// The graph of parts of an edge file that are all inserts (see
-/// [`crate::reference::apply_ops`]), built on a thread per part: sorted,
-/// distinct pairs without self-loops. Removals need the operations' order:
-/// the reference builds those.
+/// [`crate::reference::apply_ops`]): sorted, distinct pairs without
+/// self-loops, the parts scattered on a thread each, then sorted bucket by
+/// bucket on this thread. Removals need the operations' order: the
+/// reference builds those.
 pub fn graph_of_inserts(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
     crate::pairs::union(parts)
 }

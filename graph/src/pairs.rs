@@ -3,10 +3,13 @@
 //! 2^32, or any dense numbering), each pair is packed into one `u64` key
 //! (`a << shift | b` orders as `(a, b)`), the keys are scattered once into
 //! buckets by their top bits, and each bucket, small enough for the cache,
-//! is radix sorted there and deduplicated. A comparison sort of 16M pairs
-//! takes about 1 s on one core here, an LSD radix sort of the whole array
-//! 0.5 s (every pass scatters across main memory); this one pass through
-//! memory, the rest in cache.
+//! is radix sorted there and deduplicated: one pass through main memory,
+//! the rest in cache. For `exoflow batch` on 2 threads and a 16.8M-line
+//! file here, building the sorted graph took 1.1 to 1.2 s with comparison
+//! sorts of the parts and a merge, 0.7 s with an LSD radix sort of each
+//! part (every pass scattering across main memory), and takes 0.2 to
+//! 0.3 s to scatter this way plus about 0.22 s per worker to sort its
+//! buckets.
 
 use crate::on_threads;
 

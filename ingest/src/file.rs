@@ -360,28 +360,36 @@ fn read_part<R: BufRead>(
             break;
         };
         count += 1;
-        let (reason, raw) = match raw {
-            RawLine::Line(line) => match parse_line(line) {
-                Ok(Line::Edge(e)) => {
-                    if e.op == Op::Remove {
-                        part.removals.push(part.pairs.len());
-                    }
-                    part.pairs.push((e.src, e.dst));
-                    continue;
+        match classify(raw) {
+            Ok(Some(e)) => {
+                if e.op == Op::Remove {
+                    part.removals.push(part.pairs.len());
                 }
-                Ok(Line::Skip) => continue,
-                Err(reason) => (reason, &line[..line.len().min(256)]),
-            },
-            RawLine::TooLong { len, head } => (Malformed::TooLong { len }, head),
-        };
-        rejected.push(Rejected {
-            line: count,
-            offset,
-            reason,
-            raw: escape(raw),
-        });
+                part.pairs.push((e.src, e.dst));
+            }
+            Ok(None) => {}
+            Err((reason, raw)) => rejected.push(Rejected {
+                line: count,
+                offset,
+                reason,
+                raw: escape(raw),
+            }),
+        }
     }
     Ok((part, rejected, count))
+}
+
+/// A line as read: its edge, nothing (a comment or a blank line), or why
+/// it is malformed and its first bytes.
+fn classify(raw: RawLine<'_>) -> Result<Option<Edge>, (Malformed, &[u8])> {
+    match raw {
+        RawLine::Line(line) => match parse_line(line) {
+            Ok(Line::Edge(e)) => Ok(Some(e)),
+            Ok(Line::Skip) => Ok(None),
+            Err(reason) => Err((reason, &line[..line.len().min(256)])),
+        },
+        RawLine::TooLong { len, head } => Err((Malformed::TooLong { len }, head)),
+    }
 }
 
 /// Parses the plain lines at the start of `buf`, `[-]a b\n` (one or more
@@ -482,29 +490,23 @@ mod tests {
         Ok(())
     }
 
-    /// Line by line through [`parse_line`]: what [`read_part`] must give.
+    /// Line by line through [`parse_line`], no buffer parser: what
+    /// [`read_part`] must give.
     fn line_by_line(bytes: &[u8]) -> (Vec<Edge>, Vec<Rejected>, u64) {
         let mut lines = LineReader::new(bytes, 0);
         let (mut edges, mut rejected, mut n) = (Vec::new(), Vec::new(), 0);
         while let Some((offset, raw)) = lines.next_line().expect("in memory") {
             n += 1;
-            let (reason, raw) = match raw {
-                RawLine::Line(line) => match parse_line(line) {
-                    Ok(Line::Edge(e)) => {
-                        edges.push(e);
-                        continue;
-                    }
-                    Ok(Line::Skip) => continue,
-                    Err(reason) => (reason, &line[..line.len().min(256)]),
-                },
-                RawLine::TooLong { len, head } => (Malformed::TooLong { len }, head),
-            };
-            rejected.push(Rejected {
-                line: n,
-                offset,
-                reason,
-                raw: escape(raw),
-            });
+            match classify(raw) {
+                Ok(Some(e)) => edges.push(e),
+                Ok(None) => {}
+                Err((reason, raw)) => rejected.push(Rejected {
+                    line: n,
+                    offset,
+                    reason,
+                    raw: escape(raw),
+                }),
+            }
         }
         (edges, rejected, n)
     }
