@@ -654,7 +654,9 @@ mod tests {
             if n == 0 || n > 19 || n == buf.len() {
                 return None;
             }
-            let v = buf[..n].iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+            let v = buf[..n]
+                .iter()
+                .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
             Some((v, n))
         };
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
