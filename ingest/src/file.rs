@@ -360,7 +360,7 @@ fn read_part<R: BufRead>(
             break;
         };
         count += 1;
-        match classify(raw) {
+        match classify(raw, count, offset) {
             Ok(Some(e)) => {
                 if e.op == Op::Remove {
                     part.removals.push(part.pairs.len());
@@ -368,28 +368,29 @@ fn read_part<R: BufRead>(
                 part.pairs.push((e.src, e.dst));
             }
             Ok(None) => {}
-            Err((reason, raw)) => rejected.push(Rejected {
-                line: count,
-                offset,
-                reason,
-                raw: escape(raw),
-            }),
+            Err(r) => rejected.push(r),
         }
     }
     Ok((part, rejected, count))
 }
 
-/// A line as read: its edge, nothing (a comment or a blank line), or why
-/// it is malformed and its first bytes.
-fn classify(raw: RawLine<'_>) -> Result<Option<Edge>, (Malformed, &[u8])> {
-    match raw {
-        RawLine::Line(line) => match parse_line(line) {
-            Ok(Line::Edge(e)) => Ok(Some(e)),
-            Ok(Line::Skip) => Ok(None),
-            Err(reason) => Err((reason, &line[..line.len().min(256)])),
+/// Line number `line`, read at `offset`: its edge, nothing (a comment or a
+/// blank line), or why it is malformed, kept aside with its place.
+fn classify(raw: RawLine<'_>, line: u64, offset: u64) -> Result<Option<Edge>, Rejected> {
+    let (reason, raw) = match raw {
+        RawLine::Line(bytes) => match parse_line(bytes) {
+            Ok(Line::Edge(e)) => return Ok(Some(e)),
+            Ok(Line::Skip) => return Ok(None),
+            Err(reason) => (reason, &bytes[..bytes.len().min(256)]),
         },
-        RawLine::TooLong { len, head } => Err((Malformed::TooLong { len }, head)),
-    }
+        RawLine::TooLong { len, head } => (Malformed::TooLong { len }, head),
+    };
+    Err(Rejected {
+        line,
+        offset,
+        reason,
+        raw: escape(raw),
+    })
 }
 
 /// Parses the plain lines at the start of `buf`, `[-]a b\n` (one or more
@@ -523,15 +524,10 @@ mod tests {
         let (mut edges, mut rejected, mut n) = (Vec::new(), Vec::new(), 0);
         while let Some((offset, raw)) = lines.next_line().expect("in memory") {
             n += 1;
-            match classify(raw) {
+            match classify(raw, n, offset) {
                 Ok(Some(e)) => edges.push(e),
                 Ok(None) => {}
-                Err((reason, raw)) => rejected.push(Rejected {
-                    line: n,
-                    offset,
-                    reason,
-                    raw: escape(raw),
-                }),
+                Err(r) => rejected.push(r),
             }
         }
         (edges, rejected, n)
