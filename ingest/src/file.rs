@@ -58,6 +58,15 @@ pub struct EdgePart {
 }
 
 impl EdgePart {
+    /// Appends an operation.
+    #[inline]
+    pub fn push(&mut self, op: Op, src: u64, dst: u64) {
+        if op == Op::Remove {
+            self.removals.push(self.pairs.len());
+        }
+        self.pairs.push((src, dst));
+    }
+
     /// The operations, in order.
     pub fn edges(&self) -> impl Iterator<Item = Edge> + '_ {
         let mut removals = self.removals.iter().peekable();
@@ -361,12 +370,7 @@ fn read_part<R: BufRead>(
         };
         count += 1;
         match classify(raw, count, offset) {
-            Ok(Some(e)) => {
-                if e.op == Op::Remove {
-                    part.removals.push(part.pairs.len());
-                }
-                part.pairs.push((e.src, e.dst));
-            }
+            Ok(Some(e)) => part.push(e.op, e.src, e.dst),
             Ok(None) => {}
             Err(r) => rejected.push(r),
         }
@@ -422,10 +426,7 @@ fn plain_lines(buf: &[u8], part: &mut EdgePart) -> (usize, u64) {
             Some(b'\r') if buf.get(j + 1) == Some(&b'\n') => j += 2,
             _ => return (i, n),
         }
-        if remove {
-            part.removals.push(part.pairs.len());
-        }
-        part.pairs.push((src, dst));
+        part.push(if remove { Op::Remove } else { Op::Insert }, src, dst);
         i = j;
         n += 1;
     }
