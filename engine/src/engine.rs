@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -104,12 +104,48 @@ impl Pool {
     }
 }
 
+/// The way to the committer threads, with a count of the commits queued
+/// or being written.
+#[derive(Clone)]
+pub(crate) struct Commits {
+    tx: Sender<Commit>,
+    busy: Arc<AtomicUsize>,
+    store: SharedStore,
+}
+
+impl Commits {
+    /// Queues a commit for the committer threads.
+    pub fn send(&self, c: Commit) -> Result<(), crossbeam_channel::SendError<Commit>> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(c).inspect_err(|_| {
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+        })
+    }
+
+    /// Commits a task's output: on this thread when no other commit is
+    /// queued or being written (it would join no group, and a committer's
+    /// wake-up is latency that a lone Sync hop pays in full), else queued,
+    /// to be written with the group it joins.
+    pub fn send_output(&self, req: CommitReq) -> Result<(), crossbeam_channel::SendError<Commit>> {
+        if self
+            .busy
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            commit_group(vec![Commit::Output(req)], &self.store);
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        self.send(Commit::Output(req))
+    }
+}
+
 type BuildFn = Arc<dyn Fn(&[u8]) -> Result<Arc<Built>, EngineError> + Send + Sync>;
 
 pub(crate) struct Inner {
     pub store: SharedStore,
     pub pool: Pool,
-    pub commits: Sender<Commit>,
+    pub commits: Commits,
     pub journal: Sender<JournalItem>,
     pub instance: String,
     pub owner: Owner,
@@ -384,7 +420,7 @@ pub(crate) fn log_failure(key: String) -> RecordDone {
     })
 }
 
-fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
+fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize, busy: Arc<AtomicUsize>) {
     const BATCH_BYTES: usize = 64 << 20;
     let size = |c: &Commit| match c {
         Commit::Output(r) => r.bytes.len(),
@@ -404,6 +440,15 @@ fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
                 Err(_) => break,
             }
         }
+        let n = batch.len();
+        commit_group(batch, &store);
+        busy.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+/// Writes one group of commits with one store call, then answers each.
+fn commit_group(batch: Vec<Commit>, store: &SharedStore) {
+    {
         let mut outputs: Vec<CommitReq> = Vec::new();
         let mut records = Vec::new();
         for c in batch {
@@ -463,7 +508,7 @@ fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize) {
             r.run.deactivate();
         }
         if live.is_empty() && records.is_empty() {
-            continue;
+            return;
         }
         let has_status = records.iter().any(|(k, _, _)| k.contains("/status/"));
         if has_status {
@@ -581,14 +626,21 @@ impl Engine {
         );
         let (ctx, crx) = crossbeam_channel::unbounded();
         let (jtx, jrx) = crossbeam_channel::unbounded();
+        let busy = Arc::new(AtomicUsize::new(0));
         for i in 0..opts.committers.max(1) {
             let store = store.clone();
             let crx = crx.clone();
             let batch = opts.commit_batch.max(1);
+            let busy = busy.clone();
             let _ = std::thread::Builder::new()
                 .name(format!("exoflow-committer-{i}"))
-                .spawn(move || committer(crx, store, batch));
+                .spawn(move || committer(crx, store, batch, busy));
         }
+        let commits = Commits {
+            tx: ctx,
+            busy,
+            store: store.clone(),
+        };
         {
             let store = store.clone();
             let instance = instance.clone();
@@ -599,7 +651,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             store,
             pool: Pool::new(opts.workers.max(1)),
-            commits: ctx,
+            commits,
             journal: jtx,
             owner: Owner::this_process(&instance),
             instance,

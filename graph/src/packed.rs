@@ -170,7 +170,7 @@ impl Packed {
     }
 
     /// Node v's list, in two parts: its segment and its side list.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn list(&self, v: usize) -> (&[u32], &[u32]) {
         let s = self.start[v];
         let seg = &self.flat[s..s + self.len[v] as usize];

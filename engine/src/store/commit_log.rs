@@ -47,9 +47,11 @@ use std::sync::Arc;
 
 use super::StoreError;
 
-/// Objects larger than this get a file of their own: from about 1 MiB a
-/// file's second flush is a small part of its cost.
-pub(crate) const LOG_MAX: usize = 1 << 20;
+/// Objects larger than this get a file of their own: from a few MiB a
+/// file's second flush (its directory's) is a small part of its cost. At
+/// 1 MiB it was not: on this project's machine a 1 MiB object as a file
+/// took 1.3 ms against 0.85 ms for one write and flush of the same bytes.
+pub(crate) const LOG_MAX: usize = 4 << 20;
 
 const MAGIC: &[u8; 4] = b"XLR1";
 const HEADER: usize = 20;
@@ -309,22 +311,50 @@ impl Locked<'_> {
         if len > self.log.valid {
             self.cut_torn_tail(key, len)?;
         }
+        // Headers, names and small values are copied into one buffer; a
+        // large value is written from where it is (one pwritev for all).
         let mut buf = Vec::new();
+        let mut pieces: Vec<Piece<'_>> = Vec::new();
+        let mut at = 0usize;
         let mut pending = Vec::with_capacity(records.len());
         for r in records {
-            let value_at = encode(&mut buf, r.name, r.value)?;
+            let start = buf.len();
+            encode_head(&mut buf, r.name, r.value)?;
+            let v = r.value.unwrap_or(&[]);
+            let value_at = at + (buf.len() - start);
+            if v.len() >= COPY_MAX {
+                pieces.push(Piece::Buf(buf.len()));
+                pieces.push(Piece::Value(v));
+            } else {
+                buf.extend_from_slice(v);
+            }
+            at = value_at + v.len();
             let loc = r.value.map(|v| Loc {
                 offset: self.log.valid + value_at as u64,
                 len: v.len() as u32,
             });
             pending.push((r.name.to_owned(), loc));
         }
-        if let Err(e) = self.log.file.write_all_at(&buf, self.log.valid) {
+        pieces.push(Piece::Buf(buf.len()));
+        let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(pieces.len());
+        let mut from = 0;
+        for p in &pieces {
+            match *p {
+                Piece::Buf(to) => {
+                    if to > from {
+                        slices.push(std::io::IoSlice::new(&buf[from..to]));
+                    }
+                    from = to;
+                }
+                Piece::Value(v) => slices.push(std::io::IoSlice::new(v)),
+            }
+        }
+        if let Err(e) = write_all_vectored_at(&self.log.file, &mut slices, self.log.valid) {
             let _ = self.log.file.set_len(self.log.valid);
             return Err(StoreError::io("commit", key, e));
         }
         self.pending = pending;
-        self.pending_end = self.log.valid + buf.len() as u64;
+        self.pending_end = self.log.valid + at as u64;
         Ok(())
     }
 
@@ -438,8 +468,56 @@ fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
-/// Appends one record to `buf`; returns where its value starts in `buf`.
-fn encode(buf: &mut Vec<u8>, name: &str, value: Option<&[u8]>) -> Result<usize, StoreError> {
+/// Values at least this long are written from where they are, not copied
+/// into the append's buffer.
+const COPY_MAX: usize = 16 << 10;
+
+/// A part of an append: the buffer up to an offset, or a value.
+enum Piece<'a> {
+    Buf(usize),
+    Value(&'a [u8]),
+}
+
+/// Writes all of `slices` at `offset`, in as few calls as the kernel takes.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [std::io::IoSlice<'_>],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    // Below any system's IOV_MAX (1024 on Linux).
+    const IOV_MAX: usize = 512;
+    while !slices.is_empty() {
+        let n = slices.len().min(IOV_MAX);
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| std::io::Error::new(ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, the
+        // slices outlive the call, and the descriptor is owned by `file`.
+        let rc = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                n as libc::c_int,
+                off,
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if rc == 0 {
+            return Err(ErrorKind::WriteZero.into());
+        }
+        offset += rc as u64;
+        std::io::IoSlice::advance_slices(&mut slices, rc as usize);
+    }
+    Ok(())
+}
+
+/// Appends one record's header and name to `buf` (its value follows).
+fn encode_head(buf: &mut Vec<u8>, name: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
     let v = value.unwrap_or(&[]);
     let (Ok(n), Ok(vl)) = (u16::try_from(name.len()), u32::try_from(v.len())) else {
         return Err(StoreError::Permanent {
@@ -463,9 +541,15 @@ fn encode(buf: &mut Vec<u8>, name: &str, value: Option<&[u8]>) -> Result<usize, 
     let body = crc32c::crc32c_append(crc32c::crc32c(name.as_bytes()), v);
     buf.extend_from_slice(&body.to_le_bytes());
     buf.extend_from_slice(name.as_bytes());
-    let value_at = buf.len();
-    buf.extend_from_slice(v);
-    Ok(value_at)
+    Ok(())
+}
+
+/// Appends one whole record to `buf`.
+#[cfg(test)]
+fn encode(buf: &mut Vec<u8>, name: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+    encode_head(buf, name, value)?;
+    buf.extend_from_slice(value.unwrap_or(&[]));
+    Ok(())
 }
 
 /// The open logs of one store, by log path.

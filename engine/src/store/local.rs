@@ -1104,6 +1104,58 @@ mod tests {
         Ok(())
     }
 
+    /// Values written from where they are (at least the log's copy limit)
+    /// beside copied ones, alone and in group commits of both sizes: each
+    /// reads back whole, from this instance's index and from a fresh one
+    /// that parses the log.
+    #[test]
+    fn log_records_of_every_size_read_back() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = LocalStore::open(dir.path())?;
+        s.prepare("w/1/tasks/");
+        s.put_if_absent("w/1/meta", b"m")?;
+        let value = |n: usize, seed: usize| -> Vec<u8> {
+            (0..n).map(|i| (i * 31 + seed * 7) as u8).collect()
+        };
+        let sizes = [
+            0,
+            1,
+            (16 << 10) - 1,
+            16 << 10,
+            (16 << 10) + 1,
+            100_003,
+            LOG_MAX,
+        ];
+        let mut want = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let key = format!("w/1/tasks/one-{i}");
+            assert_eq!(s.put_if_absent(&key, &value(n, i))?, PutOutcome::Created);
+            want.push((key, value(n, i)));
+        }
+        // Groups large enough for the group path, mixing both kinds.
+        for g in 0..2 {
+            let items: Vec<(String, Vec<u8>)> = (0..SYNCFS_FROM + 3)
+                .map(|i| {
+                    let n = sizes[(i + g) % sizes.len()];
+                    (format!("w/1/tasks/g{g}-{i}"), value(n, i + g))
+                })
+                .collect();
+            for r in s.put_many_if_absent(&many(&items)) {
+                assert_eq!(r?, PutOutcome::Created);
+            }
+            want.extend(items);
+        }
+        let tasks = dir.path().join("w/1/tasks");
+        assert!(!tasks.exists() || std::fs::read_dir(&tasks)?.next().is_none());
+        let t = LocalStore::open(dir.path())?;
+        for store in [&s, &t] {
+            for (k, v) in &want {
+                assert_eq!(store.get(k)?.as_ref(), Some(v), "{k}");
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn prepared_directories_keep_small_objects_in_their_log(
     ) -> Result<(), Box<dyn std::error::Error>> {
