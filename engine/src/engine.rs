@@ -96,6 +96,11 @@ impl Pool {
         Self { tx }
     }
 
+    /// Whether no job waits for a worker.
+    pub fn idle(&self) -> bool {
+        self.tx.is_empty()
+    }
+
     pub fn spawn(&self, job: Job) {
         if let Err(e) = self.tx.send(job) {
             // Only after the engine is gone; run the job here so that nothing hangs.
@@ -124,13 +129,19 @@ impl Commits {
 
     /// Commits a task's output: on this thread when no other commit is
     /// queued or being written (it would join no group, and a committer's
-    /// wake-up is latency that a lone Sync hop pays in full), else queued,
-    /// to be written with the group it joins.
-    pub fn send_output(&self, req: CommitReq) -> Result<(), crossbeam_channel::SendError<Commit>> {
-        if self
-            .busy
-            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+    /// wake-up is latency that a lone Sync hop pays in full) and no job
+    /// waits for this thread (`may_block`: it would wait out the flush),
+    /// else queued, to be written with the group it joins.
+    pub fn send_output(
+        &self,
+        req: CommitReq,
+        may_block: bool,
+    ) -> Result<(), crossbeam_channel::SendError<Commit>> {
+        if may_block
+            && self
+                .busy
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
         {
             commit_group(vec![Commit::Output(req)], &self.store);
             self.busy.fetch_sub(1, Ordering::SeqCst);
@@ -179,6 +190,13 @@ impl Inner {
                 }));
             }
         }
+    }
+
+    /// Whether a task's output may be committed on its own thread: no job
+    /// waits for a worker and no other run is in flight (many runs at once
+    /// want their commits grouped, and their tasks the workers).
+    pub fn quiet(&self) -> bool {
+        self.pool.idle() && self.runs.lock().len() <= 1
     }
 
     pub fn forget(&self, wid: &WorkflowId, run: &Run) {
