@@ -844,12 +844,8 @@ impl Engine {
         let meta_bytes = encode(Kind::Meta, &meta)?;
         let status_bytes = encode(Kind::Status, &status)?;
         // Made ready now (a local directory) and durable by the metadata's
-        // commit, so that the first output's commit needs no flush of it;
-        // the status versions and timing records too, each then one append
-        // and one flush to its directory's log, not a file and two flushes.
+        // commit, so that the first output's commit needs no flush of it.
         self.inner.store.prepare(&tasks_prefix(&wid));
-        self.inner.store.prepare(&format!("workflows/{wid}/status/"));
-        self.inner.store.prepare(&format!("workflows/{wid}/timings/"));
         // The run holds no status until its first version is durable, so
         // that the lease keeper cannot write one before it.
         let run = Run::new(
