@@ -12,7 +12,7 @@
 //! more `syncfs` makes the moves durable. Many small commits then cost two
 //! flushes instead of two each.
 //!
-//! Objects of at most 1 MiB created in a directory announced by
+//! Objects of at most 4 MiB created in a directory announced by
 //! [`Store::prepare`] (a workflow's task outputs) are not files: they are
 //! appended to the directory's commit log, `PARENT/.NAME.log`, one flush each
 //! (or one per group commit) instead of two; see `commit_log`. Reads, listings
