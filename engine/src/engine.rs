@@ -466,124 +466,121 @@ fn committer(rx: Receiver<Commit>, store: SharedStore, batch_max: usize, busy: A
 
 /// Writes one group of commits with one store call, then answers each.
 fn commit_group(batch: Vec<Commit>, store: &SharedStore) {
-    {
-        let mut outputs: Vec<CommitReq> = Vec::new();
-        let mut records = Vec::new();
-        for c in batch {
-            match c {
-                Commit::Output(r) => outputs.push(r),
-                Commit::Record {
-                    key,
-                    bytes,
-                    done,
-                    companion,
-                } => {
-                    if let Some((k, b)) = companion {
-                        let log = log_failure(k.clone());
-                        records.push((k, b, log));
-                    }
-                    records.push((key, bytes, done))
+    let mut outputs: Vec<CommitReq> = Vec::new();
+    let mut records = Vec::new();
+    for c in batch {
+        match c {
+            Commit::Output(r) => outputs.push(r),
+            Commit::Record {
+                key,
+                bytes,
+                done,
+                companion,
+            } => {
+                if let Some((k, b)) = companion {
+                    let log = log_failure(k.clone());
+                    records.push((k, b, log));
                 }
+                records.push((key, bytes, done))
             }
         }
-        // A run whose lease lapsed (the process was paused, say) must learn
-        // whether it still owns the workflow before it writes.
-        let now = now_ms();
-        let mut checked: HashSet<*const Run> = HashSet::new();
-        for req in &outputs {
-            if checked.insert(Arc::as_ptr(&req.run)) {
-                let lapsed = req
+    }
+    // A run whose lease lapsed (the process was paused, say) must learn
+    // whether it still owns the workflow before it writes.
+    let now = now_ms();
+    let mut checked: HashSet<*const Run> = HashSet::new();
+    for req in &outputs {
+        if checked.insert(Arc::as_ptr(&req.run)) {
+            let lapsed = req
+                .run
+                .status
+                .lock()
+                .as_ref()
+                .is_some_and(|s| s.current.lease_until_ms <= now);
+            if lapsed {
+                renew(&req.run);
+                let still = req
                     .run
                     .status
                     .lock()
                     .as_ref()
-                    .is_some_and(|s| s.current.lease_until_ms <= now);
-                if lapsed {
-                    renew(&req.run);
-                    let still = req
-                        .run
-                        .status
-                        .lock()
-                        .as_ref()
-                        .is_some_and(|s| s.current.lease_until_ms <= now_ms());
-                    if still && !req.run.is_fenced() {
-                        req.run
-                            .fail(EngineError::Store(crate::store::StoreError::Transient {
+                    .is_some_and(|s| s.current.lease_until_ms <= now_ms());
+                if still && !req.run.is_fenced() {
+                    req.run
+                        .fail(EngineError::Store(crate::store::StoreError::Transient {
                             op: "renew lease",
                             key: status_key(&req.run.wid, 0),
                             message:
                                 "the lease lapsed and could not be renewed; nothing more is written"
                                     .to_owned(),
                         }));
-                        req.run.fence();
-                    }
+                    req.run.fence();
                 }
             }
         }
-        let (live, dead): (Vec<CommitReq>, Vec<CommitReq>) =
-            outputs.into_iter().partition(|r| !r.run.is_fenced());
-        for r in dead {
-            r.run.deactivate();
-        }
-        if live.is_empty() && records.is_empty() {
-            return;
-        }
-        let has_status = records.iter().any(|(k, _, _)| k.contains("/status/"));
-        if has_status {
-            failpoint::hit("status.before_write");
-        }
-        failpoint::hit("commit.before_write");
-        let items: Vec<(&str, &[u8])> = live
+    }
+    let (live, dead): (Vec<CommitReq>, Vec<CommitReq>) =
+        outputs.into_iter().partition(|r| !r.run.is_fenced());
+    for r in dead {
+        r.run.deactivate();
+    }
+    if live.is_empty() && records.is_empty() {
+        return;
+    }
+    let has_status = records.iter().any(|(k, _, _)| k.contains("/status/"));
+    if has_status {
+        failpoint::hit("status.before_write");
+    }
+    failpoint::hit("commit.before_write");
+    let items: Vec<(&str, &[u8])> = live
+        .iter()
+        .map(|r| (r.key.as_str(), r.bytes.as_slice()))
+        .chain(records.iter().map(|(k, b, _)| (k.as_str(), b.as_slice())))
+        .collect();
+    let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.put_many_if_absent(&items)
+    }))
+    .unwrap_or_else(|_| {
+        items
             .iter()
-            .map(|r| (r.key.as_str(), r.bytes.as_slice()))
-            .chain(records.iter().map(|(k, b, _)| (k.as_str(), b.as_slice())))
-            .collect();
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            store.put_many_if_absent(&items)
-        }))
-        .unwrap_or_else(|_| {
-            items
-                .iter()
-                .map(|(k, _)| {
-                    Err(crate::store::StoreError::Permanent {
-                        op: "commit",
-                        key: (*k).to_owned(),
-                        message: "the store panicked".to_owned(),
-                    })
-                })
-                .collect()
-        });
-        let mut results = results.into_iter();
-        failpoint::hit("commit.after_write");
-        if has_status {
-            failpoint::hit("status.after_write");
-        }
-        for req in &live {
-            let r = match results.next() {
-                Some(Ok(PutOutcome::Created)) => Ok(PutOnce::Written),
-                Some(Ok(PutOutcome::AlreadyExists)) => {
-                    compare_existing(store.as_ref(), &req.key, &req.bytes)
-                        .map_err(EngineError::from)
-                }
-                Some(Err(e)) => Err(EngineError::from(e)),
-                None => Err(EngineError::Internal(
-                    "the store answered fewer items than asked".to_owned(),
-                )),
-            };
-            req.run.committed(req.node, &req.key, r);
-        }
-        for (key, _, done) in records {
-            done(results.next().unwrap_or_else(|| {
+            .map(|(k, _)| {
                 Err(crate::store::StoreError::Permanent {
                     op: "commit",
-                    key,
-                    message: "the store answered fewer items than asked".to_owned(),
+                    key: (*k).to_owned(),
+                    message: "the store panicked".to_owned(),
                 })
-            }));
-        }
-        for req in live {
-            req.run.deactivate();
-        }
+            })
+            .collect()
+    });
+    let mut results = results.into_iter();
+    failpoint::hit("commit.after_write");
+    if has_status {
+        failpoint::hit("status.after_write");
+    }
+    for req in &live {
+        let r = match results.next() {
+            Some(Ok(PutOutcome::Created)) => Ok(PutOnce::Written),
+            Some(Ok(PutOutcome::AlreadyExists)) => {
+                compare_existing(store.as_ref(), &req.key, &req.bytes).map_err(EngineError::from)
+            }
+            Some(Err(e)) => Err(EngineError::from(e)),
+            None => Err(EngineError::Internal(
+                "the store answered fewer items than asked".to_owned(),
+            )),
+        };
+        req.run.committed(req.node, &req.key, r);
+    }
+    for (key, _, done) in records {
+        done(results.next().unwrap_or_else(|| {
+            Err(crate::store::StoreError::Permanent {
+                op: "commit",
+                key,
+                message: "the store answered fewer items than asked".to_owned(),
+            })
+        }));
+    }
+    for req in live {
+        req.run.deactivate();
     }
 }
 
