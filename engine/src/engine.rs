@@ -129,15 +129,17 @@ impl Commits {
 
     /// Commits a task's output: on this thread when no other commit is
     /// queued or being written (it would join no group, and a committer's
-    /// wake-up is latency that a lone Sync hop pays in full) and no job
-    /// waits for this thread (`may_block`: it would wait out the flush),
-    /// else queued, to be written with the group it joins.
+    /// wake-up is latency that a lone Sync hop pays in full) and
+    /// `may_block()` (asked only then: nothing else wants this thread while
+    /// it waits out the flush), else queued, to be written with the group
+    /// it joins.
     pub fn send_output(
         &self,
         req: CommitReq,
-        may_block: bool,
+        may_block: impl FnOnce() -> bool,
     ) -> Result<(), crossbeam_channel::SendError<Commit>> {
-        if may_block
+        if self.busy.load(Ordering::SeqCst) == 0
+            && may_block()
             && self
                 .busy
                 .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)

@@ -476,7 +476,7 @@ impl Run {
             key: self.task_key(&self.dag.nodes[i].id),
             bytes,
         };
-        if let Err(e) = self.inner.commits.send_output(req, self.inner.quiet()) {
+        if let Err(e) = self.inner.commits.send_output(req, || self.inner.quiet()) {
             if let Commit::Output(req) = e.0 {
                 req.run
                     .fail(EngineError::Internal("the committer stopped".to_owned()));
