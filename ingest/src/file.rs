@@ -122,16 +122,31 @@ impl From<EdgeColumns> for EdgeFile {
 
 /// Whether a file is gzip, by its magic bytes.
 pub fn is_gzip(path: &Path) -> Result<bool, ReadError> {
-    let mut f = File::open(path).map_err(|source| ReadError::Io {
+    let io = |source| ReadError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut f = File::open(path).map_err(io)?;
+    let (magic, n) = read_magic(&mut f).map_err(io)?;
+    Ok(n == 2 && magic == GZIP_MAGIC)
+}
+
+/// The first bytes of a gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The first two bytes of `r` (fewer at its end) and how many there are.
+fn read_magic(r: &mut impl Read) -> std::io::Result<([u8; 2], usize)> {
     let mut magic = [0u8; 2];
-    let n = f.read(&mut magic).map_err(|source| ReadError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(n == 2 && magic == [0x1f, 0x8b])
+    let mut n = 0;
+    while n < magic.len() {
+        match r.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((magic, n))
 }
 
 /// One line as read: where it starts, and its bytes without the `\n`, or,
@@ -234,18 +249,9 @@ pub fn open_stream(path: &Path) -> Result<Box<dyn Read + Send>, ReadError> {
         source,
     };
     let mut file = File::open(path).map_err(io)?;
-    let mut magic = [0u8; 2];
-    let mut n = 0;
-    while n < magic.len() {
-        match file.read(&mut magic[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
+    let (magic, n) = read_magic(&mut file).map_err(io)?;
     let stream = std::io::Cursor::new(magic).take(n as u64).chain(file);
-    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+    Ok(if n == 2 && magic == GZIP_MAGIC {
         Box::new(flate2::read::MultiGzDecoder::new(stream))
     } else {
         Box::new(stream)
