@@ -54,17 +54,20 @@ pub(crate) struct Share {
     offsets: Vec<usize>,
     /// Local follower indices.
     followers: Vec<u32>,
-    /// How many nodes each local follower follows.
+    /// How many nodes each local follower follows (0 for an index that is
+    /// no local follower's).
     following: Vec<u32>,
-    /// Local follower index of each local follower id.
-    dense: crate::IdIndex,
+    /// Local follower index of each local follower id; `None` when the
+    /// ids are the indices (see [`ids_are_indices`]).
+    index: Option<crate::IdIndex>,
 }
 
 impl Share {
     /// Takes the worker's edges in the pairs' order (sorted by followed
     /// node): no sort.
     pub(crate) fn new(pairs: &[(u64, u64)], index: usize, peers: usize) -> Self {
-        let mut local = Local::with_capacity(pairs.len() / peers);
+        let max_b = pairs.iter().map(|&(_, b)| b).max().unwrap_or(0);
+        let mut local = Local::new(pairs.len() / peers, max_b);
         for &(a, b) in pairs {
             if owner(b, peers) == index {
                 local.push(a, b);
@@ -72,22 +75,58 @@ impl Share {
         }
         local.share()
     }
+
+    /// The local follower index of node `b`, if it is a local follower.
+    fn follower_index(&self, b: u64) -> Option<u32> {
+        match &self.index {
+            Some(index) => index.get(b),
+            None => usize::try_from(b)
+                .ok()
+                .filter(|&i| self.following.get(i).is_some_and(|&f| f > 0))
+                .map(|i| i as u32),
+        }
+    }
+}
+
+/// Whether a worker with about `edges` edges and follower ids up to
+/// `max_id` indexes its followers by id: no numbering, and arrays by id
+/// that hold at most one slot per edge (so that a round's pass over them
+/// costs no more than its pass over the edges), or are small anyway.
+/// Most graph datasets number their nodes densely, and R-MAT ids are a
+/// permutation of `0..2^scale`.
+fn ids_are_indices(max_id: u64, edges: usize) -> bool {
+    max_id < u64::from(NO_FOLLOWER) && max_id <= edges.max(1 << 16) as u64
 }
 
 /// A worker's edges as they come, sorted: the followed nodes and where
-/// their followers start, the followers by id for now.
+/// their followers start, the followers by id (or by index already, when
+/// the ids are the indices).
 struct Local {
     targets: Vec<u64>,
     offsets: Vec<usize>,
-    followers: Vec<u64>,
+    /// Followers by id, when they need numbering.
+    ids: Vec<u64>,
+    /// Followers by index, when the ids are the indices.
+    indices: Vec<u32>,
+    /// The largest follower id, when the ids are the indices.
+    direct: Option<u64>,
 }
 
 impl Local {
-    fn with_capacity(len: usize) -> Self {
+    /// For about `len` edges whose follower ids are at most `max_b`.
+    fn new(len: usize, max_b: u64) -> Self {
+        let cap = len + len / 32;
+        let direct = ids_are_indices(max_b, len).then_some(max_b);
+        let (ids, indices) = match direct {
+            Some(_) => (Vec::new(), Vec::with_capacity(cap)),
+            None => (Vec::with_capacity(cap), Vec::new()),
+        };
         Self {
             targets: Vec::new(),
             offsets: Vec::new(),
-            followers: Vec::with_capacity(len + len / 32),
+            ids,
+            indices,
+            direct,
         }
     }
 
@@ -95,27 +134,40 @@ impl Local {
     fn push(&mut self, a: u64, b: u64) {
         if self.targets.last() != Some(&a) {
             self.targets.push(a);
-            self.offsets.push(self.followers.len());
+            self.offsets.push(self.ids.len() + self.indices.len());
         }
-        self.followers.push(b);
+        if self.direct.is_some() {
+            // b <= max_b < NO_FOLLOWER.
+            self.indices.push(b as u32);
+        } else {
+            self.ids.push(b);
+        }
     }
 
-    /// The share, the followers numbered by lookups that do not wait on
-    /// one another (see [`crate::IdIndex::numbering`]).
+    /// The share: the followers counted by id when the ids are the
+    /// indices, else numbered by lookups that do not wait on one another
+    /// (see [`crate::IdIndex::numbering`]).
     fn share(self) -> Share {
         let Self {
             targets,
             mut offsets,
-            followers: local,
+            ids,
+            indices,
+            direct,
         } = self;
-        offsets.push(local.len());
-        let (dense, ids) = crate::IdIndex::numbering(&[], local.iter().copied());
-        let followers: Vec<u32> = local
-            .iter()
-            .map(|&b| dense.get(b).unwrap_or(u32::MAX))
-            .collect();
-        drop(local);
-        let mut following = vec![0u32; ids.len()];
+        let (followers, slots, index) = match direct {
+            Some(max_b) => (indices, max_b as usize + 1, None),
+            None => {
+                let (index, numbered) = crate::IdIndex::numbering(&[], ids.iter().copied());
+                let followers: Vec<u32> = ids
+                    .iter()
+                    .map(|&b| index.get(b).unwrap_or(NO_FOLLOWER))
+                    .collect();
+                (followers, numbered.len(), Some(index))
+            }
+        };
+        offsets.push(followers.len());
+        let mut following = vec![0u32; slots];
         for &bi in &followers {
             following[bi as usize] += 1;
         }
@@ -124,7 +176,7 @@ impl Local {
             offsets,
             followers,
             following,
-            dense,
+            index,
         }
     }
 }
@@ -200,52 +252,71 @@ where
     received.take()
 }
 
-/// Who owns what, agreed before the rounds: every node with a follower has
-/// a dense index at its owner, so that a round's partial sums travel as
-/// `(owner, index, sum)` and add up in arrays, not hash maps.
-struct Owned {
-    /// The nodes this worker owns that have a follower, ascending.
+/// Who sends what to whom, agreed before the rounds. A round's partial
+/// sums travel as one array per destination worker, in the order of the
+/// sender's targets that the destination owns; the destination learned
+/// those targets once, here, and adds each array into its own by a slot
+/// list. So a round moves 8 bytes per (sender, target) through timely and
+/// no per-record routing, where `(owner, index, sum)` records cost 16 and
+/// a push, a route and a pull each.
+struct Routes {
+    /// The worker that owns each of `share.targets`.
+    dest: Vec<u32>,
+    /// How many of `share.targets` each worker owns.
+    sizes: Vec<usize>,
+    /// The nodes this worker owns that have a follower.
     ids: Vec<u64>,
-    /// The local follower index of each owned node that follows someone.
+    /// Per sending worker: the index in `ids` of each target it sends.
+    slots: Vec<Vec<u32>>,
+    /// The local follower index of each of `ids`, or [`NO_FOLLOWER`].
     as_follower: Vec<u32>,
-    /// For each of `share.targets`: its owner and its index there.
-    target_slot: Vec<(u32, u32)>,
 }
 
-impl Owned {
+/// A partial sums array: destination, sender, sums.
+type Sums = (u32, u32, Vec<u64>);
+
+impl Routes {
     fn agree(worker: &mut timely::worker::Worker, share: &Share) -> Self {
         let (me, peers) = (worker.index() as u32, worker.peers());
-        // Each target to its owner, saying who asks.
-        let mut asked = exchanged(
+        let mut lists: Vec<Vec<u64>> = vec![Vec::new(); peers];
+        let dest: Vec<u32> = share
+            .targets
+            .iter()
+            .map(|&a| {
+                let d = owner(a, peers);
+                lists[d].push(a);
+                d as u32
+            })
+            .collect();
+        let sizes = lists.iter().map(Vec::len).collect();
+        // Every worker sends every worker a list, empty or not.
+        let received = exchanged(
             worker,
-            share.targets.iter().map(|&a| (a, me)),
-            move |&(a, _)| owner(a, peers) as u64,
+            lists
+                .into_iter()
+                .enumerate()
+                .map(|(d, list)| (d as u32, me, list)),
+            |&(d, _, _)| u64::from(d),
         );
-        asked.sort_unstable();
-        let mut ids: Vec<u64> = asked.iter().map(|&(a, _)| a).collect();
-        ids.dedup();
+        let (index, ids) =
+            crate::IdIndex::numbering(&[], received.iter().flat_map(|(_, _, l)| l.iter().copied()));
+        let mut slots = vec![Vec::new(); peers];
+        for (_, from, list) in received {
+            slots[from as usize] = list
+                .iter()
+                .map(|&a| index.get(a).unwrap_or(NO_FOLLOWER))
+                .collect();
+        }
         let as_follower = ids
             .iter()
-            .map(|&a| share.dense.get(a).unwrap_or(NO_FOLLOWER))
-            .collect();
-        // The index of each target back to who asked.
-        let mut answers = exchanged(
-            worker,
-            asked.into_iter().map(|(a, from)| {
-                let index = ids.partition_point(|&x| x < a) as u32;
-                (from, a, index)
-            }),
-            |&(from, _, _)| u64::from(from),
-        );
-        answers.sort_unstable_by_key(|&(_, a, _)| a);
-        let target_slot = answers
-            .into_iter()
-            .map(|(_, a, index)| (owner(a, peers) as u32, index))
+            .map(|&a| share.follower_index(a).unwrap_or(NO_FOLLOWER))
             .collect();
         Self {
+            dest,
+            sizes,
             ids,
+            slots,
             as_follower,
-            target_slot,
         }
     }
 }
@@ -255,29 +326,42 @@ const NO_FOLLOWER: u32 = u32::MAX;
 
 /// The from-zero iteration on this worker's share, with every other worker
 /// of the computation running the same: this worker's rows of the table
-/// (sorted) and the number of rounds, or the first overflow it saw.
+/// (in no order) and the number of rounds, or the first overflow it saw.
 pub(crate) fn iterate(
     worker: &mut timely::worker::Worker,
     share: Share,
 ) -> (Vec<(u64, u64)>, Result<usize, Overflow>) {
-    let owned = Rc::new(Owned::agree(worker, &share));
-    // Values of the local followers, by local index, updated by the
-    // summing operator as rounds complete.
-    let x_local: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; share.following.len()]));
-    // Values of the nodes this worker owns, by owned index.
-    let values: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; owned.ids.len()]));
+    let me = worker.index() as u32;
+    let routes = Rc::new(Routes::agree(worker, &share));
+    let Share {
+        targets,
+        offsets,
+        followers,
+        following,
+        index: _,
+    } = share;
+    // Terms of the local followers, by local index, kept by the summing
+    // operator as the followers' values change (every value starts at 0).
+    let terms: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(
+        following
+            .iter()
+            .map(|&f| if f == 0 { 0 } else { term(0, u64::from(f)) })
+            .collect(),
+    ));
+    // Values of the nodes this worker owns, as `routes.ids`.
+    let values: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; routes.ids.len()]));
     let reports: Reports = Rc::new(RefCell::new(BTreeMap::new()));
-    let mut input = InputHandleVec::<u64, (u32, u32, u64)>::new();
+    let mut input = InputHandleVec::<u64, Sums>::new();
     let probe = ProbeHandle::new();
     {
         let values = values.clone();
         let reports = reports.clone();
-        let owned = owned.clone();
-        let x_local = x_local.clone();
+        let routes = routes.clone();
+        let terms = terms.clone();
         worker.dataflow::<u64, _, _>(|scope| {
             input
                 .to_stream(scope)
-                .exchange(|&(to, _, _): &(u32, u32, u64)| u64::from(to))
+                .exchange(|&(to, _, _): &Sums| u64::from(to))
                 .unary_frontier(Pipeline, "Sum", move |_cap, _info| {
                     let mut stash: SumStash = BTreeMap::new();
                     move |(input, frontier), output| {
@@ -286,14 +370,18 @@ pub(crate) fn iterate(
                                 let t = *cap.time();
                                 let entry = stash
                                     .entry(t)
-                                    .or_insert_with(|| (cap, vec![0; owned.ids.len()], None));
+                                    .or_insert_with(|| (cap, vec![0; routes.ids.len()], None));
                                 for batch in data {
-                                    for (_, i, partial) in batch.drain(..) {
-                                        let slot = &mut entry.1[i as usize];
-                                        match slot.checked_add(partial) {
-                                            Some(v) => *slot = v,
-                                            None => {
-                                                entry.2 = entry.2.or(Some(owned.ids[i as usize]))
+                                    for (_, from, sums) in batch.drain(..) {
+                                        let slots = &routes.slots[from as usize];
+                                        for (&i, partial) in slots.iter().zip(sums) {
+                                            let slot = &mut entry.1[i as usize];
+                                            match slot.checked_add(partial) {
+                                                Some(v) => *slot = v,
+                                                None => {
+                                                    entry.2 =
+                                                        entry.2.or(Some(routes.ids[i as usize]))
+                                                }
                                             }
                                         }
                                     }
@@ -302,17 +390,19 @@ pub(crate) fn iterate(
                         });
                         for (_, (cap, sums, overflow)) in take_complete(&mut stash, frontier) {
                             let mut values = values.borrow_mut();
-                            let mut x_local = x_local.borrow_mut();
+                            let mut terms = terms.borrow_mut();
                             let mut changed = 0u64;
                             for (i, x) in sums.into_iter().enumerate() {
                                 if values[i] != x {
                                     values[i] = x;
                                     changed += 1;
-                                }
-                                // The same owner holds the node as a follower, if it follows anyone.
-                                let bi = owned.as_follower[i];
-                                if bi != NO_FOLLOWER {
-                                    x_local[bi as usize] = x;
+                                    // The same worker holds the node as a
+                                    // follower, if it follows anyone.
+                                    let bi = routes.as_follower[i];
+                                    if bi != NO_FOLLOWER {
+                                        let f = u64::from(following[bi as usize]);
+                                        terms[bi as usize] = term(x, f);
+                                    }
                                 }
                             }
                             output.session(&cap).give((changed, overflow));
@@ -347,26 +437,29 @@ pub(crate) fn iterate(
                 .probe_with(&probe);
         });
     }
-    let mut terms = vec![0u64; share.following.len()];
     let mut round: u64 = 0;
     let result: Result<usize, Overflow> = loop {
+        let mut local_overflow = None;
+        let mut out: Vec<Vec<u64>> = routes
+            .sizes
+            .iter()
+            .map(|&n| Vec::with_capacity(n))
+            .collect();
         {
-            let x_local = x_local.borrow();
-            for (t, (&x, &f)) in terms.iter_mut().zip(x_local.iter().zip(&share.following)) {
-                *t = term(x, u64::from(f));
+            let terms = terms.borrow();
+            for (i, &a) in targets.iter().enumerate() {
+                let mut sum: u64 = 0;
+                for &b in &followers[offsets[i]..offsets[i + 1]] {
+                    match sum.checked_add(terms[b as usize]) {
+                        Some(v) => sum = v,
+                        None => local_overflow = local_overflow.or(Some(a)),
+                    }
+                }
+                out[routes.dest[i] as usize].push(sum);
             }
         }
-        let mut local_overflow = None;
-        for (i, &a) in share.targets.iter().enumerate() {
-            let mut sum: u64 = 0;
-            for &b in &share.followers[share.offsets[i]..share.offsets[i + 1]] {
-                match sum.checked_add(terms[b as usize]) {
-                    Some(v) => sum = v,
-                    None => local_overflow = local_overflow.or(Some(a)),
-                }
-            }
-            let (to, index) = owned.target_slot[i];
-            input.send((to, index, sum));
+        for (to, sums) in out.into_iter().enumerate() {
+            input.send((to as u32, me, sums));
         }
         round += 1;
         input.advance_to(round);
@@ -388,7 +481,7 @@ pub(crate) fn iterate(
         }
     };
     drop(input);
-    let table: Vec<(u64, u64)> = owned
+    let table: Vec<(u64, u64)> = routes
         .ids
         .iter()
         .copied()
@@ -437,7 +530,7 @@ pub fn tunkrank_shares(shares: Shares) -> Result<(Table, usize, usize), BatchErr
     let split = shares.split;
     run(timely::Config::process(shares.workers), move |worker| {
         let w = worker.index();
-        let mut local = Local::with_capacity(split.bound(w));
+        let mut local = Local::new(split.bound(w), split.max_follower());
         split.for_each(w, |a, b| local.push(a, b));
         local.share()
     })

@@ -38,9 +38,15 @@ pub(crate) enum Split {
         buckets: usize,
         /// `key = a << shift | b`.
         shift: u32,
+        /// The largest follower id.
+        max_b: u64,
     },
     /// Ids that do not pack: each way's pairs, sorted and distinct.
-    Sorted(Vec<Vec<(u64, u64)>>),
+    Sorted {
+        ways: Vec<Vec<(u64, u64)>>,
+        /// The largest follower id.
+        max_b: u64,
+    },
 }
 
 impl Split {
@@ -82,7 +88,7 @@ impl Split {
             for &(a, b) in &all {
                 split[route(b)].push((a, b));
             }
-            return Self::Sorted(split);
+            return Self::Sorted { ways: split, max_b };
         }
         // Buckets by way, then by the top `top` bits of the keys.
         let top = (usize::BITS - (n / ways / BUCKET).leading_zeros())
@@ -128,6 +134,14 @@ impl Split {
             parts,
             buckets,
             shift,
+            max_b,
+        }
+    }
+
+    /// The largest follower id (of self-loops too), 0 when there is none.
+    pub(crate) fn max_follower(&self) -> u64 {
+        match self {
+            Self::Packed { max_b, .. } | Self::Sorted { max_b, .. } => *max_b,
         }
     }
 
@@ -139,7 +153,7 @@ impl Split {
                 .iter()
                 .map(|(_, s)| s[(w + 1) * buckets] - s[w * buckets])
                 .sum(),
-            Self::Sorted(ways) => ways.get(w).map_or(0, Vec::len),
+            Self::Sorted { ways, .. } => ways.get(w).map_or(0, Vec::len),
         }
     }
 
@@ -147,7 +161,7 @@ impl Split {
     /// gathered from the parts, radix sorted in cache, deduplicated.
     pub(crate) fn for_each(&self, w: usize, mut f: impl FnMut(u64, u64)) {
         let (parts, buckets, shift) = match self {
-            Self::Sorted(ways) => {
+            Self::Sorted { ways, .. } => {
                 for &(a, b) in ways.get(w).into_iter().flatten() {
                     f(a, b);
                 }
@@ -157,6 +171,7 @@ impl Split {
                 parts,
                 buckets,
                 shift,
+                ..
             } => (parts, *buckets, *shift),
         };
         let mask = (1u64 << shift) - 1;
