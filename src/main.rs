@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use exoflow_engine::{Engine, WorkflowId};
-use exoflow_graph::{reference, write_csv, EdgeOp};
+use exoflow_graph::{reference, write_csv, EdgeOp, NarrowPairs, PairPart};
 use exoflow_ingest::edge::Op;
 
 /// Exactly-once online-offline graph processing.
@@ -375,6 +375,15 @@ fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Resul
         Pairs(Vec<(u64, u64)>),
         Shares(exoflow_graph::batch::Shares),
     }
+    impl Built {
+        fn of_inserts<P: PairPart>(parts: Vec<P>, use_reference: bool, workers: usize) -> Self {
+            if use_reference {
+                Self::Pairs(exoflow_graph::batch::graph_of_inserts(parts))
+            } else {
+                Self::Shares(exoflow_graph::batch::Shares::of_inserts(parts, workers))
+            }
+        }
+    }
     let graph = if !file.inserts_only() {
         let ops: Vec<EdgeOp> = file
             .parts
@@ -388,11 +397,19 @@ fn batch(edges: &Path, out: &Path, workers: usize, use_reference: bool) -> Resul
             .collect();
         Built::Pairs(reference::apply_ops(&ops))
     } else {
-        let parts = file.parts.into_iter().map(|p| p.pairs).collect();
-        if use_reference {
-            Built::Pairs(exoflow_graph::batch::graph_of_inserts(parts))
+        use exoflow_ingest::file::Pairs;
+        let parts: Vec<Pairs> = file.parts.into_iter().map(|p| p.pairs).collect();
+        // Ids below 2^32 stay one word a pair (most files'); a part of
+        // wider ids takes every part to two words.
+        if parts.iter().all(|p| matches!(p, Pairs::Narrow(_))) {
+            let parts = parts.into_iter().filter_map(|p| match p {
+                Pairs::Narrow(v) => Some(NarrowPairs(v)),
+                Pairs::Wide(_) => None,
+            });
+            Built::of_inserts(parts.collect(), use_reference, workers)
         } else {
-            Built::Shares(exoflow_graph::batch::Shares::of_inserts(parts, workers))
+            let parts = parts.into_iter().map(Pairs::into_wide).collect();
+            Built::of_inserts::<Vec<(u64, u64)>>(parts, use_reference, workers)
         }
     };
     let build_s = t.elapsed().as_secs_f64();

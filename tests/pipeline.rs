@@ -671,6 +671,17 @@ fn batch_modes_agree_and_keep_bad_lines_aside() {
         .map(|l| l.split('\t').next().unwrap_or(""))
         .collect();
     assert_eq!(numbers, ["1001", &lines.len().to_string()], "{rejected}");
+    // Ids past 32 bits in one part of the file: every mode agrees, and the
+    // wide node has its row.
+    let mut wide = lines.clone();
+    wide.insert(50_000, "1099511627776 7");
+    wide.insert(50_001, "7 1099511627776");
+    let (wide_csv, _) = csv_of("wide", &wide);
+    let wide_csv = String::from_utf8(wide_csv).expect("utf-8");
+    assert!(
+        wide_csv.lines().any(|l| l.starts_with("1099511627776,")),
+        "no row of the wide node"
+    );
     // Removing the first edge changes the table; every mode agrees.
     let first_edge = lines[0].to_owned();
     lines.push(&first_edge);

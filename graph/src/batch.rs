@@ -495,7 +495,7 @@ pub(crate) fn iterate(
 /// self-loops, the parts scattered on a thread each, then sorted bucket by
 /// bucket on this thread. Removals need the operations' order: the
 /// reference builds those.
-pub fn graph_of_inserts(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
+pub fn graph_of_inserts<P: crate::PairPart>(parts: Vec<P>) -> Vec<(u64, u64)> {
     crate::pairs::union(parts)
 }
 
@@ -512,7 +512,7 @@ pub struct Shares {
 impl Shares {
     /// The graph of `parts` (see [`graph_of_inserts`]), scattered on a
     /// thread per part, split for `workers` workers.
-    pub fn of_inserts(parts: Vec<Vec<(u64, u64)>>, workers: usize) -> Self {
+    pub fn of_inserts<P: crate::PairPart>(parts: Vec<P>, workers: usize) -> Self {
         let peers = workers.max(1);
         Self {
             split: Arc::new(crate::pairs::Split::new(parts, peers, move |b| {
@@ -599,7 +599,7 @@ mod tests {
                 let (got, _) = tunkrank(p.clone(), timely::Config::process(workers)).expect("batch");
                 prop_assert_eq!(&got, &want, "{} workers", workers);
                 if ops.iter().all(|o| o.insert) {
-                    let parts = ops.chunks(ops.len().div_ceil(workers).max(1)).map(|c| c.iter().map(|o| (o.src, o.dst)).collect()).collect();
+                    let parts = ops.chunks(ops.len().div_ceil(workers).max(1)).map(|c| c.iter().map(|o| (o.src, o.dst)).collect::<Vec<_>>()).collect();
                     let (got, _, _) = tunkrank_shares(Shares::of_inserts(parts, workers)).expect("batch");
                     prop_assert_eq!(&got, &want, "{} workers, shares", workers);
                 }
@@ -641,6 +641,15 @@ mod tests {
                 .chunks(chunk)
                 .map(|c| c.iter().map(|o| (o.src, o.dst)).collect())
                 .collect();
+            if ops.iter().all(|o| (o.src | o.dst) >> 32 == 0) {
+                let narrow: Vec<crate::NarrowPairs> = parts
+                    .iter()
+                    .map(|p| crate::NarrowPairs(p.iter().map(|&(a, b)| a << 32 | b).collect()))
+                    .collect();
+                let (got, _, _) =
+                    tunkrank_shares(Shares::of_inserts(narrow, workers)).expect("batch");
+                assert_eq!(&got, want, "{workers} workers, narrow");
+            }
             let shares = Shares::of_inserts(parts, workers);
             let (got, _, edges) = tunkrank_shares(shares).expect("batch");
             assert_eq!(edges, pairs(ops).len());

@@ -37,6 +37,7 @@ pub mod recompute;
 pub mod reference;
 pub mod table;
 
+pub use pairs::{NarrowPairs, PairPart};
 pub use table::{digest, format_fixed, write_csv, Table};
 
 /// A hasher for node ids (a multiply-xorshift mix): ids are not adversarial

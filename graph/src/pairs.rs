@@ -16,9 +16,50 @@ use crate::on_threads;
 /// Keys per bucket aimed at: 128 KiB, twice over (keys and scratch) in L2.
 const BUCKET: usize = 1 << 14;
 
+/// A part of a graph's pairs `(a, b)`, as read.
+pub trait PairPart: Send {
+    /// Number of pairs.
+    fn len(&self) -> usize;
+    /// Whether there is no pair.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Calls `f(a, b)` for each pair, in order.
+    fn each(&self, f: impl FnMut(u64, u64));
+}
+
+impl PairPart for Vec<(u64, u64)> {
+    fn len(&self) -> usize {
+        <[_]>::len(self)
+    }
+
+    #[inline]
+    fn each(&self, mut f: impl FnMut(u64, u64)) {
+        for &(a, b) in self {
+            f(a, b);
+        }
+    }
+}
+
+/// Pairs of ids below 2^32, one word each: `a << 32 | b`.
+pub struct NarrowPairs(pub Vec<u64>);
+
+impl PairPart for NarrowPairs {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[inline]
+    fn each(&self, mut f: impl FnMut(u64, u64)) {
+        for &k in &self.0 {
+            f(k >> 32, k & 0xffff_ffff);
+        }
+    }
+}
+
 /// The union of `parts` as a graph: self-loops dropped, sorted, without
 /// duplicates. Each part is packed and scattered on a thread of its own.
-pub(crate) fn union(parts: Vec<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
+pub(crate) fn union<P: PairPart>(parts: Vec<P>) -> Vec<(u64, u64)> {
     let split = Split::new(parts, 1, |_| 0);
     let mut all = Vec::with_capacity(split.bound(0));
     split.for_each(0, |a, b| all.push((a, b)));
@@ -51,8 +92,8 @@ pub(crate) enum Split {
 
 impl Split {
     /// `parts` split by `route(b)` (below `ways`).
-    pub(crate) fn new(
-        parts: Vec<Vec<(u64, u64)>>,
+    pub(crate) fn new<P: PairPart>(
+        parts: Vec<P>,
         ways: usize,
         route: impl Fn(u64) -> usize + Sync,
     ) -> Self {
@@ -64,9 +105,11 @@ impl Split {
                     move || {
                         // Self-loops are left out below, not removed here:
                         // a pass less over the pairs.
-                        let (ma, mb) = p
-                            .iter()
-                            .fold((0, 0), |(ma, mb), &(a, b)| (ma.max(a), mb.max(b)));
+                        let (mut ma, mut mb) = (0, 0);
+                        p.each(|a, b| {
+                            ma = ma.max(a);
+                            mb = mb.max(b);
+                        });
                         (p, ma, mb)
                     }
                 })
@@ -80,7 +123,11 @@ impl Split {
         if shift >= u64::BITS || bits > u64::BITS || n < 4 * BUCKET {
             let mut all: Vec<(u64, u64)> = Vec::with_capacity(n);
             for (p, _, _) in parts {
-                all.extend(p.into_iter().filter(|&(a, b)| a != b));
+                p.each(|a, b| {
+                    if a != b {
+                        all.push((a, b));
+                    }
+                });
             }
             all.sort_unstable();
             all.dedup();
@@ -107,24 +154,23 @@ impl Split {
                 .map(|(p, _, _)| {
                     move || {
                         let mut starts = vec![0usize; ways * buckets + 1];
-                        for &(a, b) in &p {
+                        p.each(|a, b| {
                             if a != b {
                                 starts[bucket(a, b).1 + 1] += 1;
                             }
-                        }
+                        });
                         for d in 0..ways * buckets {
                             starts[d + 1] += starts[d];
                         }
                         let mut at = starts.clone();
                         let mut keys = vec![0u64; starts[ways * buckets]];
-                        for &(a, b) in &p {
-                            if a == b {
-                                continue;
+                        p.each(|a, b| {
+                            if a != b {
+                                let (k, d) = bucket(a, b);
+                                keys[at[d]] = k;
+                                at[d] += 1;
                             }
-                            let (k, d) = bucket(a, b);
-                            keys[at[d]] = k;
-                            at[d] += 1;
-                        }
+                        });
                         (keys, starts)
                     }
                 })
@@ -251,6 +297,7 @@ mod tests {
             (63, 1),
             (0, 64),
             (40, 40),
+            (32, 32),
             (64, 0),
         ] {
             let keep = |v: u64, bits: u32| if bits == 0 { 0 } else { v >> (64 - bits) };
@@ -278,6 +325,13 @@ mod tests {
                 let chunk = pairs.len().div_ceil(parts);
                 let got = union(pairs.chunks(chunk).map(<[_]>::to_vec).collect());
                 assert_eq!(got, want, "{ba} and {bb} bits, {parts} parts");
+                if ba <= 32 && bb <= 32 {
+                    let narrow = pairs
+                        .chunks(chunk)
+                        .map(|c| NarrowPairs(c.iter().map(|&(a, b)| a << 32 | b).collect()))
+                        .collect();
+                    assert_eq!(union(narrow), want, "{ba} and {bb} bits, narrow");
+                }
             }
             // Split three ways: each way the pairs routed to it, in order.
             let route = |b: u64| (b % 3) as usize;
@@ -298,6 +352,7 @@ mod tests {
                 assert_eq!(got, way, "{ba} and {bb} bits, way {w}");
             }
         }
-        assert!(union(Vec::new()).is_empty());
+        assert!(union(Vec::<Vec<(u64, u64)>>::new()).is_empty());
+        assert!(union(vec![NarrowPairs(Vec::new())]).is_empty());
     }
 }

@@ -33,7 +33,10 @@ pub fn apply_ops(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
 /// The sorted, distinct pairs of operations that are all inserts,
 /// self-loops dropped.
 pub(crate) fn inserted_pairs(ops: &[EdgeOp]) -> Vec<(u64, u64)> {
-    crate::pairs::union(vec![ops.iter().map(|op| (op.src, op.dst)).collect()])
+    crate::pairs::union(vec![ops
+        .iter()
+        .map(|op| (op.src, op.dst))
+        .collect::<Vec<_>>()])
 }
 
 /// A graph in compressed sparse rows: nodes renumbered densely in ascending

@@ -47,12 +47,12 @@ pub struct EdgeFile {
 }
 
 /// The edge operations of a part of a file, in columns: the pairs, and
-/// which of them are removals. An edge file is mostly inserts: 16 bytes
-/// an operation, where [`Edge`] takes 24.
+/// which of them are removals. An edge file is mostly inserts of ids below
+/// 2^32: 8 bytes an operation, where [`Edge`] takes 24.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EdgePart {
     /// `(src, dst)` of each operation, in file order.
-    pub pairs: Vec<(u64, u64)>,
+    pub pairs: Pairs,
     /// Indices in `pairs` of the removals, ascending.
     pub removals: Vec<usize>,
 }
@@ -64,13 +64,13 @@ impl EdgePart {
         if op == Op::Remove {
             self.removals.push(self.pairs.len());
         }
-        self.pairs.push((src, dst));
+        self.pairs.push(src, dst);
     }
 
     /// The operations, in order.
     pub fn edges(&self) -> impl Iterator<Item = Edge> + '_ {
         let mut removals = self.removals.iter().peekable();
-        self.pairs.iter().enumerate().map(move |(i, &(src, dst))| {
+        self.pairs.iter().enumerate().map(move |(i, (src, dst))| {
             let op = if removals.next_if_eq(&&i).is_some() {
                 Op::Remove
             } else {
@@ -78,6 +78,92 @@ impl EdgePart {
             };
             Edge { op, src, dst }
         })
+    }
+}
+
+/// `(src, dst)` pairs in order: one word each, `src << 32 | dst`, while
+/// every id fits in 32 bits (most edge files': half the memory, and the
+/// fresh memory a large file's pairs take is a good part of reading it);
+/// two words each from the first id that does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pairs {
+    /// `src << 32 | dst`.
+    Narrow(Vec<u64>),
+    /// Any ids.
+    Wide(Vec<(u64, u64)>),
+}
+
+impl Default for Pairs {
+    fn default() -> Self {
+        Self::Narrow(Vec::new())
+    }
+}
+
+impl Pairs {
+    /// Room for `n` pairs of small ids.
+    pub fn with_capacity(n: usize) -> Self {
+        Self::Narrow(Vec::with_capacity(n))
+    }
+
+    /// Appends a pair.
+    #[inline]
+    pub fn push(&mut self, src: u64, dst: u64) {
+        match self {
+            Self::Narrow(v) if (src | dst) >> 32 == 0 => v.push(src << 32 | dst),
+            _ => self.push_wide(src, dst),
+        }
+    }
+
+    /// Appends a pair as two words, widening the pairs so far if needed.
+    #[cold]
+    fn push_wide(&mut self, src: u64, dst: u64) {
+        if let Self::Narrow(v) = self {
+            *self = Self::Wide(v.iter().map(|&k| (k >> 32, k & 0xffff_ffff)).collect());
+        }
+        if let Self::Wide(v) = self {
+            v.push((src, dst));
+        }
+    }
+
+    /// Reserves room for `n` more pairs.
+    pub fn reserve(&mut self, n: usize) {
+        match self {
+            Self::Narrow(v) => v.reserve(n),
+            Self::Wide(v) => v.reserve(n),
+        }
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Narrow(v) => v.len(),
+            Self::Wide(v) => v.len(),
+        }
+    }
+
+    /// Whether there is no pair.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let (narrow, wide) = match self {
+            Self::Narrow(v) => (&v[..], &[][..]),
+            Self::Wide(v) => (&[][..], &v[..]),
+        };
+        narrow
+            .iter()
+            .map(|&k| (k >> 32, k & 0xffff_ffff))
+            .chain(wide.iter().copied())
+    }
+
+    /// The pairs as two words each.
+    pub fn into_wide(self) -> Vec<(u64, u64)> {
+        match self {
+            Self::Narrow(v) => v.iter().map(|&k| (k >> 32, k & 0xffff_ffff)).collect(),
+            Self::Wide(v) => v,
+        }
     }
 }
 
@@ -280,10 +366,12 @@ pub fn read_columns_on(path: &Path, threads: usize) -> Result<EdgeColumns, ReadE
     };
     // A pipe or a device has no length to cut at: read as one stream (and
     // read once: no separate look at its first bytes).
-    let regular = std::fs::metadata(path).map_err(io)?.is_file();
-    if threads <= 1 || !regular || is_gzip(path)? {
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let plain = meta.is_file() && !is_gzip(path)?;
+    if threads <= 1 || !plain {
         let reader = BufReader::with_capacity(1 << 20, open_stream(path)?);
-        let (part, rejected, lines) = read_part(LineReader::new(reader, 0), 0).map_err(io)?;
+        let len = plain.then_some(meta.len() as usize);
+        let (part, rejected, lines) = read_part(LineReader::new(reader, 0), len).map_err(io)?;
         return Ok(EdgeColumns {
             parts: vec![part],
             rejected,
@@ -302,8 +390,7 @@ pub fn read_columns_on(path: &Path, threads: usize) -> Result<EdgeColumns, ReadE
                     let mut f = File::open(path)?;
                     f.seek(SeekFrom::Start(start))?;
                     let reader = BufReader::with_capacity(1 << 20, f.take(end - start));
-                    // About 14 bytes a line in an edge list of large ids.
-                    read_part(LineReader::new(reader, start), (end - start) as usize / 14)
+                    read_part(LineReader::new(reader, start), Some((end - start) as usize))
                 })
             })
             .collect();
@@ -323,6 +410,20 @@ pub fn read_columns_on(path: &Path, threads: usize) -> Result<EdgeColumns, ReadE
         out.parts.push(part);
     }
     Ok(out)
+}
+
+/// About how many lines `len` bytes hold, if they are like `sample`, their
+/// first bytes, and a sixteenth more in case later lines are shorter (past
+/// that, the pairs grow as a `Vec` does).
+fn expected_lines(sample: &[u8], len: usize) -> usize {
+    let lines = memchr::memchr_iter(b'\n', sample).count();
+    if sample.len() >= len {
+        return lines + 1;
+    }
+    // At least 4 bytes a line (`1 2\n`); the sample's rate otherwise.
+    let per_line = (sample.len() / lines.max(1)).max(4);
+    let n = len / per_line;
+    n + n / 16 + 1
 }
 
 /// `parts + 1` offsets cutting a file of `len` bytes into `parts` runs of
@@ -355,18 +456,25 @@ fn line_starts(file: &File, len: u64, parts: usize) -> std::io::Result<Vec<u64>>
 /// in this stream) and the number of lines. Plain lines are parsed in the
 /// reader's buffer ([`plain_lines`]); any other line, and a line across the
 /// buffer's end, is read alone and given to [`parse_line`].
+///
+/// `len` is the stream's length when known: the pairs are given room for
+/// as many lines as its first buffer's suggest, so that they are not
+/// moved as they grow (a copy of hundreds of MB, and as much fresh memory
+/// again, for a large file).
 fn read_part<R: BufRead>(
     mut lines: LineReader<R>,
-    capacity: usize,
+    len: Option<usize>,
 ) -> std::io::Result<(EdgePart, Vec<Rejected>, u64)> {
-    let mut part = EdgePart {
-        pairs: Vec::with_capacity(capacity),
-        removals: Vec::new(),
-    };
+    let mut part = EdgePart::default();
     let mut rejected = Vec::new();
     let mut count = 0u64;
+    let mut sized = len.is_none();
     loop {
         let buf = lines.reader.fill_buf()?;
+        if !sized {
+            sized = true;
+            part.pairs = Pairs::with_capacity(expected_lines(buf, len.unwrap_or(0)));
+        }
         let (used, n) = plain_lines(buf, &mut part);
         lines.reader.consume(used);
         lines.offset += used as u64;
@@ -505,6 +613,8 @@ mod tests {
                     text.extend(std::iter::repeat_n(b'7', MAX_LINE + 10));
                     text.push(b'\n');
                 }
+                // Ids past 32 bits, where one part's pairs widen.
+                3 if i > 2000 => text.extend_from_slice(b"4294967296 9999999999999999999\n"),
                 _ => text.extend_from_slice(format!("{} {}\n", i, i * 7 % 1000).as_bytes()),
             }
         }
@@ -513,6 +623,12 @@ mod tests {
         std::fs::write(&path, &text)?;
         let one = read_all(&path)?;
         assert_eq!(one.lines, 3001);
+        let wide = Edge {
+            op: Op::Insert,
+            src: 1 << 32,
+            dst: 9_999_999_999_999_999_999,
+        };
+        assert_eq!(one.edges.iter().filter(|&&e| e == wide).count(), 10);
         assert_eq!(one.rejected.len(), 32);
         assert!(matches!(one.rejected[1].reason, Malformed::TooLong { .. }));
         for threads in [2, 3, 7, 5000] {
@@ -575,7 +691,7 @@ mod tests {
             }
             let (edges, rejected, n) = line_by_line(&text);
             let reader = BufReader::with_capacity(cap, &text[..]);
-            let (part, got_rejected, got_n) = read_part(LineReader::new(reader, 0), 0)?;
+            let (part, got_rejected, got_n) = read_part(LineReader::new(reader, 0), Some(text.len()))?;
             proptest::prop_assert_eq!(part.edges().collect::<Vec<_>>(), edges);
             proptest::prop_assert_eq!(got_rejected, rejected);
             proptest::prop_assert_eq!(got_n, n);
