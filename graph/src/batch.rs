@@ -52,15 +52,15 @@ pub(crate) struct Share {
     targets: Vec<u64>,
     /// The local followers of `targets[i]` are `followers[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<usize>,
-    /// Local follower indices.
+    /// Local follower indices (ranks: see [`by_following`]).
     followers: Vec<u32>,
-    /// How many nodes each local follower follows (0 for an index that is
-    /// no local follower's).
+    /// How many nodes each local follower follows, by local index.
     following: Vec<u32>,
-    /// Local follower number of each local follower id; `None` when the
-    /// ids are the numbers (see [`ids_are_indices`]).
+    /// The number of each local follower id; `None` when the ids are the
+    /// numbers (see [`ids_are_indices`]).
     index: Option<crate::IdIndex>,
-    /// The local follower index of each number (see [`by_following`]).
+    /// The local follower index of each number (see [`by_following`]), or
+    /// [`NO_FOLLOWER`].
     rank: Vec<u32>,
 }
 
