@@ -334,7 +334,7 @@ struct OnlineOutput<'a> {
     edges: u64,
     inserted: u64,
     removed: u64,
-    changed: usize,
+    changed: u64,
     nodes: u64,
     digest: String,
     top: &'a [(u64, String)],
@@ -559,11 +559,13 @@ struct State {
 
 impl State {
     fn from_edges(cfg: &JobConfig, edges: &[(u64, u64)]) -> Result<Self> {
-        let online: Box<dyn Online + Send> = match cfg.online {
+        let mut online: Box<dyn Online + Send> = match cfg.online {
             OnlineImpl::Recompute => Box::new(Recompute::from_pairs(edges, cfg.workers)?),
             OnlineImpl::Layered => Box::new(Layered::from_pairs(edges)?),
             OnlineImpl::Differential => Box::new(Differential::from_pairs(edges, cfg.workers)?),
         };
+        // The outputs count the changes; only a change set lists them.
+        online.list_changes(cfg.emit_changes);
         let nodes = online.rows().count() as u64;
         Ok(Self { online, nodes })
     }
@@ -580,13 +582,7 @@ impl State {
             .online
             .apply(ops)
             .with_context(|| format!("epoch {epoch}"))?;
-        for c in &update.changes {
-            match (c.old, c.new) {
-                (None, Some(_)) => self.nodes += 1,
-                (Some(_), None) => self.nodes -= 1,
-                _ => {}
-            }
-        }
+        self.nodes = self.nodes + update.counts.entered - update.counts.left;
         let top: Vec<(u64, String)> = self
             .online
             .top(100)
@@ -598,7 +594,7 @@ impl State {
             edges: ops.len() as u64,
             inserted: update.inserted,
             removed: update.removed,
-            changed: update.changes.len(),
+            changed: update.counts.changed,
             nodes: self.nodes,
             digest: format!("{:016x}", self.online.digest()),
             top: &top,

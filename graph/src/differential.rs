@@ -50,7 +50,7 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::ProbeHandle;
 use timely::order::Product;
 
-use crate::online::{record_change, Online, OnlineError, Update};
+use crate::online::{Counts, Found, Online, OnlineError, Update};
 use crate::{term, EdgeOp, IdMap, Overflow};
 
 /// Multiplicities: values up to `u64::MAX + 1` and their sums fit.
@@ -280,6 +280,7 @@ impl Online for Differential {
         self.edge_count = self.edge_count + inserted as usize - removed as usize;
         let mut update = Update {
             changes: Vec::new(),
+            counts: Counts::default(),
             inserted,
             removed,
             rounds: 0,
@@ -294,6 +295,7 @@ impl Online for Differential {
                 return Err(OnlineError::Stopped(e));
             }
         };
+        let mut found = Found::new(true);
         for (node, d) in delta {
             if d == 0 {
                 continue;
@@ -315,8 +317,10 @@ impl Online for Differential {
                 Some(x) => self.values.insert(node, x),
                 None => self.values.remove(&node),
             };
-            record_change(&mut self.digest, &mut update.changes, node, old, new);
+            found.record(&mut self.digest, node, old, new);
         }
+        update.changes = found.list;
+        update.counts = found.counts;
         Ok(update)
     }
 

@@ -47,14 +47,102 @@ pub struct Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Update {
     /// The nodes whose influence changed (entering or leaving the table
-    /// counts), in no particular order (sort them to print them).
+    /// counts), in no particular order (sort them to print them); empty
+    /// when the state was asked not to list them (see
+    /// [`Online::list_changes`]).
     pub changes: Vec<Change>,
+    /// How many nodes changed, listed or not.
+    pub counts: Counts,
     /// Edges inserted into the graph (not counting duplicates).
     pub inserted: u64,
     /// Edges removed from the graph (not counting removals of missing edges).
     pub removed: u64,
     /// Rounds of the from-zero iteration the graph now needs.
     pub rounds: usize,
+}
+
+/// How many nodes an epoch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Nodes whose influence changed (entering or leaving the table counts).
+    pub changed: u64,
+    /// Nodes that entered the table.
+    pub entered: u64,
+    /// Nodes that left the table.
+    pub left: u64,
+}
+
+impl Counts {
+    /// Counts one change of a node from `old` to `new` (which differ).
+    #[inline]
+    pub fn add(&mut self, old: Option<u64>, new: Option<u64>) {
+        self.changed += 1;
+        match (old, new) {
+            (None, Some(_)) => self.entered += 1,
+            (Some(_), None) => self.left += 1,
+            _ => {}
+        }
+    }
+
+    /// The counts of `changes`.
+    pub fn of(changes: &[Change]) -> Self {
+        let mut c = Self::default();
+        for ch in changes {
+            c.add(ch.old, ch.new);
+        }
+        c
+    }
+}
+
+/// An epoch's changes as they are found: counted, and listed unless the
+/// caller does not want the list.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    pub(crate) list: Vec<Change>,
+    pub(crate) counts: Counts,
+    listing: bool,
+}
+
+impl Found {
+    pub(crate) fn new(listing: bool) -> Self {
+        Self {
+            listing,
+            ..Self::default()
+        }
+    }
+
+    /// Records a node's change, if its value moved, and updates the table
+    /// digest by it.
+    #[inline]
+    pub(crate) fn record(
+        &mut self,
+        digest: &mut u64,
+        node: u64,
+        old: Option<u64>,
+        new: Option<u64>,
+    ) {
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            *digest = digest.wrapping_sub(row_hash(node, o));
+        }
+        if let Some(x) = new {
+            *digest = digest.wrapping_add(row_hash(node, x));
+        }
+        self.counts.add(old, new);
+        if self.listing {
+            self.list.push(Change { node, old, new });
+        }
+    }
+
+    /// Adds what `other` found.
+    pub(crate) fn append(&mut self, other: Found) {
+        self.counts.changed += other.counts.changed;
+        self.counts.entered += other.counts.entered;
+        self.counts.left += other.counts.left;
+        self.list.extend(other.list);
+    }
 }
 
 /// Why an epoch could not be applied. After either, the state is unusable.
@@ -107,6 +195,13 @@ pub trait Online {
     fn edge_count(&self) -> usize;
     /// Bytes of memory held by the state, approximately.
     fn memory_bytes(&self) -> usize;
+    /// Whether [`Update::changes`] lists the changes (the default) or stays
+    /// empty, [`Update::counts`] alone counting them: a caller that only
+    /// counts spares listing much of the table every epoch (on a power-law
+    /// stream an epoch changes most nodes). A state may list anyway.
+    fn list_changes(&mut self, list: bool) {
+        let _ = list;
+    }
 }
 
 /// The layered-deltas implementation: the graph kept as per-follower
@@ -284,6 +379,7 @@ impl Online for Layered {
                 .collect();
             changes.sort_unstable();
             return Ok(Update {
+                counts: Counts::of(&changes),
                 changes,
                 inserted: pairs.len() as u64,
                 removed: 0,
@@ -457,7 +553,7 @@ impl Online for Layered {
                 candidates.push((a, self.rounds[stored - 1][a as usize]));
             }
         }
-        let mut changes = Vec::new();
+        let mut found = Found::new(true);
         for (a, old_x) in candidates {
             let i = a as usize;
             seen[i] = false;
@@ -467,11 +563,13 @@ impl Online for Layered {
                 .unwrap_or(self.followers[i] > 0);
             let old = was_in.then_some(old_x);
             let new = (self.followers[i] > 0).then(|| self.final_value(i));
-            record_change(&mut self.digest, &mut changes, self.ids[i], old, new);
+            found.record(&mut self.digest, self.ids[i], old, new);
         }
+        let mut changes = found.list;
         changes.sort_unstable();
         Ok(Update {
             changes,
+            counts: found.counts,
             inserted,
             removed,
             rounds: self.rounds.len(),
@@ -533,27 +631,6 @@ pub(crate) fn sorted_pairs(
         .collect();
     e.sort_unstable();
     e
-}
-
-/// Records a node's change, if its value moved, and updates the table
-/// digest by it.
-pub(crate) fn record_change(
-    digest: &mut u64,
-    changes: &mut Vec<Change>,
-    node: u64,
-    old: Option<u64>,
-    new: Option<u64>,
-) {
-    if old == new {
-        return;
-    }
-    if let Some(o) = old {
-        *digest = digest.wrapping_sub(row_hash(node, o));
-    }
-    if let Some(x) = new {
-        *digest = digest.wrapping_add(row_hash(node, x));
-    }
-    changes.push(Change { node, old, new });
 }
 
 /// The sorted edges of a graph, computed when called (see
@@ -627,9 +704,17 @@ pub(crate) mod tests {
             crate::recompute::Recompute::new(1).push_always(false),
             epochs,
         );
+        check_listing(crate::recompute::Recompute::new(2), epochs, false);
     }
 
-    pub(crate) fn check_impl<O: Online>(mut online: O, epochs: &[Vec<EdgeOp>]) {
+    pub(crate) fn check_impl<O: Online>(online: O, epochs: &[Vec<EdgeOp>]) {
+        check_listing(online, epochs, true);
+    }
+
+    /// [`check_impl`], of a state that lists its changes (`listed`) or was
+    /// told not to (then it lists none, and counts them all the same).
+    fn check_listing<O: Online>(mut online: O, epochs: &[Vec<EdgeOp>], listed: bool) {
+        online.list_changes(listed);
         let mut all: Vec<EdgeOp> = Vec::new();
         let mut before: Table = Vec::new();
         // The edge set, to count effective inserts and removals in order.
@@ -657,9 +742,15 @@ pub(crate) mod tests {
             );
             let expected = tunkrank(&Graph::from_ops(&all)).expect("no overflow");
             assert_eq!(online.table(), expected, "table after epoch {e}");
+            let want = diff(&before, &expected);
+            assert_eq!(update.counts, Counts::of(&want), "counts of epoch {e}");
             let mut changes = update.changes.clone();
             changes.sort_unstable();
-            assert_eq!(changes, diff(&before, &expected), "changes of epoch {e}");
+            if listed {
+                assert_eq!(changes, want, "changes of epoch {e}");
+            } else {
+                assert!(changes.is_empty(), "changes of epoch {e} listed");
+            }
             assert_eq!(online.digest(), digest(&expected), "digest after epoch {e}");
             assert_eq!(
                 online.edges(),

@@ -30,7 +30,7 @@
 //! assert_eq!(u.changes.len(), 2);
 //! ```
 
-use crate::online::{record_change, Change, Online, OnlineError, Update};
+use crate::online::{Found, Online, OnlineError, Update};
 use crate::packed::{node_room, room, with_room, Packed};
 use crate::table::row_hash;
 use crate::{on_threads, term, EdgeOp, IdIndex, IdMap, Overflow};
@@ -73,6 +73,8 @@ pub struct Recompute {
     /// Buffers of the node-sized arrays an epoch needs, kept from one epoch
     /// to the next.
     scratch: Scratch,
+    /// Whether updates leave their changes unlisted (counted only).
+    unlisted: bool,
 }
 
 /// Node-sized buffers reused by every epoch. Allocated afresh, they cost
@@ -122,6 +124,7 @@ impl Clone for Recompute {
             sparse_from: self.sparse_from,
             parallel_from: self.parallel_from,
             scratch: Scratch::default(),
+            unlisted: self.unlisted,
         }
     }
 }
@@ -862,9 +865,10 @@ impl Recompute {
                 before.insert(id, x);
             }
         }
-        let changes = self.collect_changes(|_, id| before.get(&id).copied());
+        let found = self.collect_changes(|_, id| before.get(&id).copied());
         Update {
-            changes,
+            changes: found.list,
+            counts: found.counts,
             inserted,
             removed,
             rounds: self.rounds,
@@ -874,38 +878,35 @@ impl Recompute {
 
 impl Recompute {
     /// The nodes whose value moved from `old(index, id)`, found on the
-    /// iteration's threads; updates the digest by them.
-    fn collect_changes(&mut self, old: impl Fn(usize, u64) -> Option<u64> + Sync) -> Vec<Change> {
+    /// iteration's threads (listed unless [`Online::list_changes`] said
+    /// not to); updates the digest by them.
+    fn collect_changes(&mut self, old: impl Fn(usize, u64) -> Option<u64> + Sync) -> Found {
         let n = self.ids.len();
         let parts = self.threads.min(n.max(1));
         let this = &*self;
         let part = |range: std::ops::Range<usize>| {
-            let (mut digest, mut changes) = (0u64, Vec::new());
+            let (mut digest, mut found) = (0u64, Found::new(!this.unlisted));
             for v in range {
                 let new = (this.followers.len(v) > 0).then(|| this.x[v]);
-                record_change(
-                    &mut digest,
-                    &mut changes,
-                    this.ids[v],
-                    old(v, this.ids[v]),
-                    new,
-                );
+                found.record(&mut digest, this.ids[v], old(v, this.ids[v]), new);
             }
-            (digest, changes)
+            (digest, found)
         };
         let part = &part;
-        let results: Vec<(u64, Vec<Change>)> = on_threads(
+        let results: Vec<(u64, Found)> = on_threads(
             (0..parts)
                 .map(|i| move || part(n * i / parts..n * (i + 1) / parts))
                 .collect(),
         );
-        let mut changes = Vec::with_capacity(results.iter().map(|r| r.1.len()).sum());
-        for (d, c) in results {
+        let mut all = Found::default();
+        all.list
+            .reserve_exact(results.iter().map(|r| r.1.list.len()).sum());
+        for (d, found) in results {
             // Digests are sums (wrapping): the parts add up.
             self.digest = self.digest.wrapping_add(d);
-            changes.extend(c);
+            all.append(found);
         }
-        changes
+        all
     }
 }
 
@@ -964,11 +965,12 @@ impl Online for Recompute {
         } else {
             self.x.clone()
         };
-        let changes = self.collect_changes(|v, _| (v < before_n && was_in[v]).then(|| old_x[v]));
+        let found = self.collect_changes(|v, _| (v < before_n && was_in[v]).then(|| old_x[v]));
         self.scratch.spare = old_x;
         self.scratch.was_in = was_in;
         Ok(Update {
-            changes,
+            changes: found.list,
+            counts: found.counts,
             inserted,
             removed,
             rounds: self.rounds,
@@ -990,6 +992,10 @@ impl Online for Recompute {
 
     fn digest(&self) -> u64 {
         self.digest
+    }
+
+    fn list_changes(&mut self, list: bool) {
+        self.unlisted = !list;
     }
 
     fn edges(&self) -> Vec<(u64, u64)> {
