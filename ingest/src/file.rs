@@ -125,14 +125,6 @@ impl Pairs {
         }
     }
 
-    /// Reserves room for `n` more pairs.
-    pub fn reserve(&mut self, n: usize) {
-        match self {
-            Self::Narrow(v) => v.reserve(n),
-            Self::Wide(v) => v.reserve(n),
-        }
-    }
-
     /// Number of pairs.
     pub fn len(&self) -> usize {
         match self {
