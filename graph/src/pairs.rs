@@ -71,23 +71,101 @@ pub(crate) fn union<P: PairPart>(parts: Vec<P>) -> Vec<(u64, u64)> {
 /// that each worker sorts its own pairs, and the sorted whole is never
 /// written out.
 pub(crate) enum Split {
-    /// Packed keys scattered into buckets by (way, top bits).
+    /// Packed keys `a << shift | b`, scattered into buckets by (way, top
+    /// bits), each bucket radix sorted when read.
     Packed {
-        /// Per part: its keys by bucket, and where each bucket starts.
-        parts: Vec<(Vec<u64>, Vec<usize>)>,
+        parts: Vec<Scattered<u64>>,
         /// Buckets per way.
         buckets: usize,
-        /// `key = a << shift | b`.
         shift: u32,
         /// The largest follower id.
         max_b: u64,
     },
-    /// Ids that do not pack: each way's pairs, sorted and distinct.
-    Sorted {
-        ways: Vec<Vec<(u64, u64)>>,
+    /// Ids that do not pack (or few pairs): the pairs, scattered into
+    /// buckets by (way, top bits of `a`), each bucket sorted by comparison
+    /// when read.
+    Wide {
+        parts: Vec<Scattered<(u64, u64)>>,
+        /// Buckets per way.
+        buckets: usize,
         /// The largest follower id.
         max_b: u64,
     },
+}
+
+/// A part's keys by bucket, and where each bucket starts.
+pub(crate) struct Scattered<K> {
+    keys: Vec<K>,
+    starts: Vec<usize>,
+}
+
+/// Scatters the pairs of each part, on a thread each, into `slots`
+/// buckets by `bucket(a, b) = (key, slot)`, self-loops left out: one pass
+/// to count, one to place.
+fn scatter<P: PairPart, K: Copy + Default + Send>(
+    parts: Vec<P>,
+    slots: usize,
+    bucket: impl Fn(u64, u64) -> (K, usize) + Sync,
+) -> Vec<Scattered<K>> {
+    let bucket = &bucket;
+    on_threads(
+        parts
+            .into_iter()
+            .map(|p| {
+                move || {
+                    let mut starts = vec![0usize; slots + 1];
+                    p.each(|a, b| {
+                        if a != b {
+                            starts[bucket(a, b).1 + 1] += 1;
+                        }
+                    });
+                    for d in 0..slots {
+                        starts[d + 1] += starts[d];
+                    }
+                    let mut at = starts.clone();
+                    let mut keys = vec![K::default(); starts[slots]];
+                    p.each(|a, b| {
+                        if a != b {
+                            let (k, d) = bucket(a, b);
+                            keys[at[d]] = k;
+                            at[d] += 1;
+                        }
+                    });
+                    Scattered { keys, starts }
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Calls `f` for the keys of buckets `range`, bucket by bucket, each
+/// gathered from the parts, sorted by `sort` and deduplicated.
+fn gather<K: Copy + PartialEq>(
+    parts: &[Scattered<K>],
+    range: std::ops::Range<usize>,
+    mut sort: impl FnMut(&mut Vec<K>),
+    mut f: impl FnMut(K),
+) {
+    let mut keys = Vec::new();
+    for d in range {
+        keys.clear();
+        for p in parts {
+            keys.extend_from_slice(&p.keys[p.starts[d]..p.starts[d + 1]]);
+        }
+        sort(&mut keys);
+        keys.dedup();
+        for &k in &keys {
+            f(k);
+        }
+    }
+}
+
+/// Buckets per way for `n` pairs over `ways` ways, by at most `bits` top
+/// bits: about [`BUCKET`] keys each.
+fn top_bits(n: usize, ways: usize, bits: u32) -> u32 {
+    (usize::BITS - (n / ways / BUCKET).leading_zeros())
+        .clamp(1, 12)
+        .min(bits)
 }
 
 impl Split {
@@ -105,77 +183,47 @@ impl Split {
                     move || {
                         // Self-loops are left out below, not removed here:
                         // a pass less over the pairs.
-                        let (mut ma, mut mb) = (0, 0);
+                        let (mut min_a, mut max_a, mut max_b) = (u64::MAX, 0, 0);
                         p.each(|a, b| {
-                            ma = ma.max(a);
-                            mb = mb.max(b);
+                            min_a = min_a.min(a);
+                            max_a = max_a.max(a);
+                            max_b = max_b.max(b);
                         });
-                        (p, ma, mb)
+                        (p, min_a, max_a, max_b)
                     }
                 })
                 .collect(),
         );
         let n: usize = parts.iter().map(|p| p.0.len()).sum();
-        let max_a = parts.iter().map(|p| p.1).max().unwrap_or(0);
-        let max_b = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        let min_a = parts.iter().map(|p| p.1).min().unwrap_or(0);
+        let max_a = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        let max_b = parts.iter().map(|p| p.3).max().unwrap_or(0);
+        let parts: Vec<P> = parts.into_iter().map(|p| p.0).collect();
+        let route = &route;
         let shift = u64::BITS - max_b.leading_zeros();
         let bits = shift + (u64::BITS - max_a.leading_zeros());
         if shift >= u64::BITS || bits > u64::BITS || n < 4 * BUCKET {
-            let mut all: Vec<(u64, u64)> = Vec::with_capacity(n);
-            for (p, _, _) in parts {
-                p.each(|a, b| {
-                    if a != b {
-                        all.push((a, b));
-                    }
-                });
-            }
-            all.sort_unstable();
-            all.dedup();
-            let mut split = vec![Vec::new(); ways];
-            for &(a, b) in &all {
-                split[route(b)].push((a, b));
-            }
-            return Self::Sorted { ways: split, max_b };
+            // Buckets by way, then by the top bits of `a - min_a`.
+            let span = u64::BITS - max_a.saturating_sub(min_a).leading_zeros();
+            let top = top_bits(n, ways, span);
+            let (low, buckets) = (span - top, 1usize << top);
+            let parts = scatter(parts, ways * buckets, move |a, b| {
+                let d = route(b) * buckets + ((a - min_a) >> low) as usize;
+                ((a, b), d)
+            });
+            return Self::Wide {
+                parts,
+                buckets,
+                max_b,
+            };
         }
-        // Buckets by way, then by the top `top` bits of the keys.
-        let top = (usize::BITS - (n / ways / BUCKET).leading_zeros())
-            .clamp(1, 12)
-            .min(bits);
-        let low = bits - top;
-        let buckets = 1usize << top;
-        let route = &route;
-        let bucket = move |a: u64, b: u64| -> (u64, usize) {
+        // Buckets by way, then by the top bits of the keys.
+        let top = top_bits(n, ways, bits);
+        let (low, buckets) = (bits - top, 1usize << top);
+        let parts = scatter(parts, ways * buckets, move |a, b| {
             let k = a << shift | b;
             (k, route(b) * buckets + (k >> low) as usize)
-        };
-        let parts = on_threads(
-            parts
-                .into_iter()
-                .map(|(p, _, _)| {
-                    move || {
-                        let mut starts = vec![0usize; ways * buckets + 1];
-                        p.each(|a, b| {
-                            if a != b {
-                                starts[bucket(a, b).1 + 1] += 1;
-                            }
-                        });
-                        for d in 0..ways * buckets {
-                            starts[d + 1] += starts[d];
-                        }
-                        let mut at = starts.clone();
-                        let mut keys = vec![0u64; starts[ways * buckets]];
-                        p.each(|a, b| {
-                            if a != b {
-                                let (k, d) = bucket(a, b);
-                                keys[at[d]] = k;
-                                at[d] += 1;
-                            }
-                        });
-                        (keys, starts)
-                    }
-                })
-                .collect(),
-        );
+        });
         Self::Packed {
             parts,
             buckets,
@@ -187,51 +235,47 @@ impl Split {
     /// The largest follower id (of self-loops too), 0 when there is none.
     pub(crate) fn max_follower(&self) -> u64 {
         match self {
-            Self::Packed { max_b, .. } | Self::Sorted { max_b, .. } => *max_b,
+            Self::Packed { max_b, .. } | Self::Wide { max_b, .. } => *max_b,
         }
     }
 
     /// At least the number of pairs of way `w` (exactly, after
     /// [`for_each`](Self::for_each); duplicates not yet dropped before).
     pub(crate) fn bound(&self, w: usize) -> usize {
+        fn sum<K>(parts: &[Scattered<K>], from: usize, to: usize) -> usize {
+            parts.iter().map(|p| p.starts[to] - p.starts[from]).sum()
+        }
         match self {
-            Self::Packed { parts, buckets, .. } => parts
-                .iter()
-                .map(|(_, s)| s[(w + 1) * buckets] - s[w * buckets])
-                .sum(),
-            Self::Sorted { ways, .. } => ways.get(w).map_or(0, Vec::len),
+            Self::Packed { parts, buckets, .. } => sum(parts, w * buckets, (w + 1) * buckets),
+            Self::Wide { parts, buckets, .. } => sum(parts, w * buckets, (w + 1) * buckets),
         }
     }
 
     /// Calls `f(a, b)` for the pairs of way `w`, in order: each bucket
-    /// gathered from the parts, radix sorted in cache, deduplicated.
+    /// gathered from the parts, sorted in cache, deduplicated.
     pub(crate) fn for_each(&self, w: usize, mut f: impl FnMut(u64, u64)) {
-        let (parts, buckets, shift) = match self {
-            Self::Sorted { ways, .. } => {
-                for &(a, b) in ways.get(w).into_iter().flatten() {
-                    f(a, b);
-                }
-                return;
-            }
+        match self {
             Self::Packed {
                 parts,
                 buckets,
                 shift,
                 ..
-            } => (parts, *buckets, *shift),
-        };
-        let mask = (1u64 << shift) - 1;
-        let (mut keys, mut scratch) = (Vec::new(), Vec::new());
-        for d in w * buckets..(w + 1) * buckets {
-            keys.clear();
-            for (part, starts) in parts {
-                keys.extend_from_slice(&part[starts[d]..starts[d + 1]]);
+            } => {
+                let (shift, mask) = (*shift, (1u64 << shift) - 1);
+                let mut scratch = Vec::new();
+                let sort = |keys: &mut Vec<u64>| {
+                    scratch.resize(keys.len(), 0);
+                    radix_sort(keys, &mut scratch);
+                };
+                gather(parts, w * buckets..(w + 1) * buckets, sort, |k| {
+                    f(k >> shift, k & mask)
+                });
             }
-            scratch.resize(keys.len(), 0);
-            radix_sort(&mut keys, &mut scratch);
-            keys.dedup();
-            for &k in &keys {
-                f(k >> shift, k & mask);
+            Self::Wide { parts, buckets, .. } => {
+                let sort = |keys: &mut Vec<(u64, u64)>| keys.sort_unstable();
+                gather(parts, w * buckets..(w + 1) * buckets, sort, |(a, b)| {
+                    f(a, b)
+                });
             }
         }
     }
