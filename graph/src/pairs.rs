@@ -9,7 +9,9 @@
 //! sorts of the parts and a merge, 0.7 s with an LSD radix sort of each
 //! part (every pass scattering across main memory), and takes 0.2 to
 //! 0.3 s to scatter this way plus about 0.22 s per worker to sort its
-//! buckets.
+//! buckets (0.12 s and 0.06 s in session 12, the pairs read as one word
+//! each). Pairs that do not pack are scattered the same way, by the top
+//! bits of the followed id, and each bucket is sorted by comparison.
 
 use crate::on_threads;
 
