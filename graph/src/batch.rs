@@ -677,7 +677,13 @@ mod tests {
             .iter()
             .map(|o| EdgeOp::insert(o.src << 40 | 7, o.dst << 40 | 7))
             .collect();
-        for ops in [dense, sparse] {
+        // Ids below 2^32 that pack but are sparse next to the edges: the
+        // packed sort, and followers numbered by a hashed index.
+        let spread: Vec<EdgeOp> = dense
+            .iter()
+            .map(|o| EdgeOp::insert(o.src * 100_003 + 1, o.dst * 100_003 + 1))
+            .collect();
+        for ops in [dense, sparse, spread] {
             let want = reference::tunkrank(&Graph::from_ops(&ops)).expect("no overflow");
             shares_equal(&ops, &want);
         }
