@@ -638,13 +638,13 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(40))]
 
         #[test]
-        fn batch_equals_the_reference_with_1_and_2_workers(
+        fn batch_equals_the_reference_with_1_2_and_3_workers(
             ops in proptest::collection::vec((0u64..40, 0u64..40, proptest::bool::weighted(0.85)), 0..300)
         ) {
             let ops: Vec<EdgeOp> = ops.into_iter().map(|(a, b, ins)| EdgeOp { src: a, dst: b, insert: ins }).collect();
             let want = reference::tunkrank(&Graph::from_ops(&ops)).expect("no overflow");
             let p = Arc::new(pairs(&ops));
-            for workers in [1, 2] {
+            for workers in [1, 2, 3] {
                 let (got, _) = tunkrank(p.clone(), timely::Config::process(workers)).expect("batch");
                 prop_assert_eq!(&got, &want, "{} workers", workers);
                 if ops.iter().all(|o| o.insert) {
