@@ -158,11 +158,8 @@ impl Local {
         let (followers, slots, index) = match direct {
             Some(max_b) => (indices, max_b as usize + 1, None),
             None => {
-                let (index, numbered) = crate::IdIndex::numbering(&[], ids.iter().copied());
-                let followers: Vec<u32> = ids
-                    .iter()
-                    .map(|&b| index.get(b).unwrap_or(NO_FOLLOWER))
-                    .collect();
+                let (index, numbered, followers) =
+                    crate::IdIndex::numbering(&[], ids.iter().copied());
                 (followers, numbered.len(), Some(index))
             }
         };
@@ -346,14 +343,14 @@ impl Routes {
                 .map(|(d, list)| (d as u32, me, list)),
             |&(d, _, _)| u64::from(d),
         );
-        let (index, ids) =
+        let (_, ids, of_lists) =
             crate::IdIndex::numbering(&[], received.iter().flat_map(|(_, _, l)| l.iter().copied()));
+        // The slots of each sender's list, in the order received.
         let mut slots = vec![Vec::new(); peers];
-        for (_, from, list) in received {
-            slots[from as usize] = list
-                .iter()
-                .map(|&a| index.get(a).unwrap_or(NO_FOLLOWER))
-                .collect();
+        let mut at = 0;
+        for (_, from, list) in &received {
+            slots[*from as usize] = of_lists[at..at + list.len()].to_vec();
+            at += list.len();
         }
         let as_follower = ids
             .iter()

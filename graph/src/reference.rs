@@ -78,12 +78,7 @@ impl Graph {
             }
         }
         let with_followers = ids.len();
-        let (dense, ids) = crate::IdIndex::numbering(&ids, pairs.iter().map(|&(_, b)| b));
-        // Independent lookups: every follower is in the index.
-        let followers: Vec<u32> = pairs
-            .iter()
-            .map(|&(_, b)| dense.get(b).unwrap_or(u32::MAX))
-            .collect();
+        let (_, ids, followers) = crate::IdIndex::numbering(&ids, pairs.iter().map(|&(_, b)| b));
         let n = ids.len();
         let mut following = vec![0u32; n];
         for &b in &followers {
