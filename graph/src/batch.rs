@@ -155,7 +155,7 @@ impl Local {
             indices,
             direct,
         } = self;
-        let (followers, slots, index) = match direct {
+        let (mut followers, slots, index) = match direct {
             Some(max_b) => (indices, max_b as usize + 1, None),
             None => {
                 let (index, numbered, followers) =
@@ -170,7 +170,6 @@ impl Local {
         }
         let (rank, following) = by_following(&counts);
         drop(counts);
-        let mut followers = followers;
         for bi in &mut followers {
             *bi = rank[*bi as usize];
         }
@@ -389,10 +388,7 @@ pub(crate) fn iterate(
     // Terms of the local followers, by local index, kept by the summing
     // operator as the followers' values change (every value starts at 0).
     let terms: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(
-        following
-            .iter()
-            .map(|&f| if f == 0 { 0 } else { term(0, u64::from(f)) })
-            .collect(),
+        following.iter().map(|&f| term(0, u64::from(f))).collect(),
     ));
     // Values of the nodes this worker owns, as `routes.ids`.
     let values: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(vec![0; routes.ids.len()]));

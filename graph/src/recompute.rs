@@ -898,7 +898,7 @@ impl Recompute {
                 .map(|i| move || part(n * i / parts..n * (i + 1) / parts))
                 .collect(),
         );
-        let mut all = Found::default();
+        let mut all = Found::new(!self.unlisted);
         all.list
             .reserve_exact(results.iter().map(|r| r.1.list.len()).sum());
         for (d, found) in results {

@@ -117,8 +117,8 @@ impl Pairs {
     /// Appends a pair as two words, widening the pairs so far if needed.
     #[cold]
     fn push_wide(&mut self, src: u64, dst: u64) {
-        if let Self::Narrow(v) = self {
-            *self = Self::Wide(v.iter().map(|&k| (k >> 32, k & 0xffff_ffff)).collect());
+        if let Self::Narrow(_) = self {
+            *self = Self::Wide(self.iter().collect());
         }
         if let Self::Wide(v) = self {
             v.push((src, dst));
@@ -153,8 +153,8 @@ impl Pairs {
     /// The pairs as two words each.
     pub fn into_wide(self) -> Vec<(u64, u64)> {
         match self {
-            Self::Narrow(v) => v.iter().map(|&k| (k >> 32, k & 0xffff_ffff)).collect(),
             Self::Wide(v) => v,
+            narrow => narrow.iter().collect(),
         }
     }
 }
