@@ -164,6 +164,9 @@ pub(crate) struct Inner {
     pub owner: Owner,
     pub opts: EngineOptions,
     registry: RwLock<HashMap<String, BuildFn>>,
+    /// Top-level prefixes under which applications keep a workflow's data
+    /// (`<prefix>/<wid>/`), deleted with it.
+    data_prefixes: RwLock<Vec<String>>,
     runs: Mutex<HashMap<WorkflowId, Weak<Run>>>,
     /// Ids being started or resumed by this engine (taken under `runs`).
     claims: Mutex<HashSet<WorkflowId>>,
@@ -674,6 +677,7 @@ impl Engine {
             instance,
             opts,
             registry: RwLock::new(HashMap::new()),
+            data_prefixes: RwLock::new(Vec::new()),
             runs: Mutex::new(HashMap::new()),
             claims: Mutex::new(HashSet::new()),
             counter: AtomicU64::new(0),
@@ -711,6 +715,24 @@ impl Engine {
             Ok(build(&a)?.erase())
         });
         self.inner.registry.write().insert(name.to_owned(), f);
+        Ok(())
+    }
+
+    /// Declares that an application keeps data of workflows under
+    /// `<top>/<wid>/` (a single path component, not the engine's own
+    /// `workflows` or `outputs`): [`Engine::delete`] removes it with the
+    /// workflow.
+    pub fn register_data_prefix(&self, top: &str) -> Result<(), EngineError> {
+        crate::id::validate_component("data prefix", top, 64)?;
+        if top == "workflows" || top == "outputs" {
+            return Err(EngineError::Internal(format!(
+                "{top}/ is the engine's own prefix: it is deleted with every workflow already"
+            )));
+        }
+        let mut prefixes = self.inner.data_prefixes.write();
+        if !prefixes.iter().any(|p| p == top) {
+            prefixes.push(top.to_owned());
+        }
         Ok(())
     }
 
@@ -1346,8 +1368,9 @@ impl Engine {
         }
     }
 
-    /// Deletes a workflow's records and outputs. A workflow with a live owner
-    /// is refused unless `force`.
+    /// Deletes a workflow's records, its outputs and the data kept under the
+    /// prefixes of [`Engine::register_data_prefix`]; returns how many
+    /// objects. A workflow with a live owner is refused unless `force`.
     pub fn delete(&self, wid: &WorkflowId, force: bool) -> Result<usize, EngineError> {
         let store = self.inner.store.as_ref();
         if let Some(cur) = latest_status(store, wid)? {
@@ -1369,8 +1392,14 @@ impl Engine {
                 });
             }
         }
-        let mut n = store.delete_prefix(&format!("workflows/{wid}/"))?;
-        n += store.delete_prefix(&format!("outputs/{wid}/"))?;
+        // Application data and outputs first, the workflow's record last: a
+        // delete cut short is repeated by deleting again.
+        let mut n = 0;
+        let apps = self.inner.data_prefixes.read().clone();
+        for top in apps.iter().map(String::as_str).chain(["outputs"]) {
+            n += store.delete_prefix(&format!("{top}/{wid}/"))?;
+        }
+        n += store.delete_prefix(&format!("workflows/{wid}/"))?;
         Ok(n)
     }
 }

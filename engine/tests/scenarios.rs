@@ -783,3 +783,32 @@ fn dag_errors_are_reported_at_finish() {
         Err(exoflow_engine::DagError::CatchAfterUse(_))
     ));
 }
+
+#[test]
+fn delete_removes_the_data_an_application_keeps_under_its_registered_prefixes() -> R {
+    let store = Arc::new(MemStore::new());
+    let engine = fast_engine(store.clone());
+    register_nop(&engine)?;
+    engine.register_data_prefix("streams")?;
+    engine.run::<u32, u32>("nop", Some(wid("w1")), &1)?;
+    engine.run::<u32, u32>("nop", Some(wid("w2")), &2)?;
+    for w in ["w1", "w2"] {
+        store.put(&format!("streams/{w}/epochs/1/COMMIT"), b"c")?;
+        store.put(&format!("outputs/{w}/online/1"), b"o")?;
+        store.put(&format!("metrics/{w}/1/epochs.csv"), b"m")?;
+    }
+    engine.delete(&wid("w1"), false)?;
+    assert!(engine.status(&wid("w1")).is_err());
+    assert!(store.list("streams/w1/")?.is_empty());
+    assert!(store.list("outputs/w1/")?.is_empty());
+    // An unregistered prefix is not the engine's to delete.
+    assert_eq!(store.list("metrics/w1/")?.len(), 1);
+    // Other workflows keep theirs.
+    assert_eq!(store.list("streams/w2/")?.len(), 1);
+    assert_eq!(engine.status(&wid("w2"))?.state, State::Successful);
+    // Names that are not one path component, or the engine's own, are refused.
+    for bad in ["", "a/b", "..", "workflows", "outputs"] {
+        assert!(engine.register_data_prefix(bad).is_err(), "{bad:?}");
+    }
+    Ok(())
+}

@@ -19,6 +19,106 @@ pub struct Rmat {
     pub seed: u64,
 }
 
+/// A `gen:rmat?...` source spec that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A query part without `=`.
+    #[error("source {spec}: `{part}` is not KEY=VALUE")]
+    NotKeyValue {
+        /// The whole spec.
+        spec: String,
+        /// The offending part.
+        part: String,
+    },
+    /// A value that is not a number.
+    #[error("source {spec}: {key} `{value}` is not a number")]
+    NotANumber {
+        /// The whole spec.
+        spec: String,
+        /// The parameter.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// An unknown parameter.
+    #[error("source {spec}: unknown parameter `{key}` (scale, edge-factor, seed)")]
+    UnknownKey {
+        /// The whole spec.
+        spec: String,
+        /// The parameter.
+        key: String,
+    },
+    /// A scale outside 1..=40.
+    #[error("source {spec}: scale must be between 1 and 40")]
+    Scale {
+        /// The whole spec.
+        spec: String,
+    },
+}
+
+impl Rmat {
+    /// The defaults of a spec that names no parameter: scale 16, edge
+    /// factor 16, seed 1.
+    pub const DEFAULT: Rmat = Rmat {
+        scale: 16,
+        edge_factor: 16,
+        seed: 1,
+    };
+
+    /// Parses the query of a generator source spec: the part after
+    /// `gen:rmat`, as `?scale=S&edge-factor=F&seed=X` (any subset, any
+    /// order; the leading `?` optional). `spec` is the whole spec, named in
+    /// errors.
+    ///
+    /// ```
+    /// use exoflow_ingest::rmat::Rmat;
+    /// let r = Rmat::parse_query("gen:rmat?scale=10&seed=7", "?scale=10&seed=7")?;
+    /// assert_eq!((r.scale, r.edge_factor, r.seed), (10, 16, 7));
+    /// assert!(Rmat::parse_query("gen:rmat?scale=x", "?scale=x").is_err());
+    /// # Ok::<(), exoflow_ingest::rmat::SpecError>(())
+    /// ```
+    pub fn parse_query(spec: &str, query: &str) -> Result<Rmat, SpecError> {
+        let mut rmat = Rmat::DEFAULT;
+        let query = query.strip_prefix('?').unwrap_or(query);
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(SpecError::NotKeyValue {
+                    spec: spec.to_owned(),
+                    part: kv.to_owned(),
+                });
+            };
+            let num = || -> Result<u64, SpecError> {
+                v.parse().map_err(|_| SpecError::NotANumber {
+                    spec: spec.to_owned(),
+                    key: k.to_owned(),
+                    value: v.to_owned(),
+                })
+            };
+            match k {
+                "scale" => {
+                    rmat.scale = u32::try_from(num()?).map_err(|_| SpecError::Scale {
+                        spec: spec.to_owned(),
+                    })?
+                }
+                "edge-factor" => rmat.edge_factor = num()?,
+                "seed" => rmat.seed = num()?,
+                _ => {
+                    return Err(SpecError::UnknownKey {
+                        spec: spec.to_owned(),
+                        key: k.to_owned(),
+                    })
+                }
+            }
+        }
+        if rmat.scale == 0 || rmat.scale > 40 {
+            return Err(SpecError::Scale {
+                spec: spec.to_owned(),
+            });
+        }
+        Ok(rmat)
+    }
+}
+
 /// SplitMix64's output function.
 #[inline]
 pub fn splitmix64(mut z: u64) -> u64 {

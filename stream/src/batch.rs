@@ -1,4 +1,4 @@
-//! The batch stage (DESIGN §4): every B epochs from epoch S, a task of the
+//! The batch stage: every B epochs from epoch S, a task of the
 //! same workflow recomputes TunkRank from scratch (timely dataflow) on the
 //! graph as committed at that epoch, beside the streaming stage, and
 //! compares it with the online table at the same epoch.
@@ -14,7 +14,7 @@
 //! same fixed-point map from zero, so any difference is a bug.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use exoflow_engine::failpoint;
@@ -24,17 +24,14 @@ use exoflow_graph::cluster::Cluster;
 use exoflow_graph::{digest, format_fixed, Table};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, write_once, EpochGraph, JobConfig, Keys, Shared};
+use crate::committer::Progress;
+use crate::layout::Layout;
+use crate::priority::at_low_priority;
+use crate::state::EpochGraph;
+use crate::{now_ms, write_once};
 
 /// Batch tasks in flight at most; the stream waits for the oldest beyond.
 const IN_FLIGHT: usize = 2;
-
-/// Whether epoch `e` has a batch task.
-pub(super) fn due(cfg: &JobConfig, e: u64) -> bool {
-    cfg.batch_every > 0
-        && e >= cfg.batch_from
-        && (e - cfg.batch_from).is_multiple_of(cfg.batch_every)
-}
 
 /// What a batch task reports (checkpointed by the engine).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,33 +160,36 @@ struct BatchRow {
 }
 
 /// The batch tasks of a stream run.
-pub(super) struct Batcher<'a, 'c> {
+pub(crate) struct Batcher<'a, 'c> {
     ctx: &'a TaskContext<'c>,
     store: Arc<dyn Store>,
     wid: String,
     generation: u64,
     workers: usize,
     cluster: Option<Arc<Cluster>>,
-    shared: Arc<Shared>,
+    progress: Arc<Progress>,
+    quiet: bool,
     rows: Arc<parking_lot::Mutex<Vec<BatchRow>>>,
     pending: Vec<(u64, Spawned<BatchReport>)>,
 }
 
 impl<'a, 'c> Batcher<'a, 'c> {
-    pub(super) fn new(
+    pub(crate) fn new(
         ctx: &'a TaskContext<'c>,
-        cfg: &JobConfig,
-        shared: Arc<Shared>,
+        workers: usize,
+        progress: Arc<Progress>,
         cluster: Option<Arc<Cluster>>,
+        quiet: bool,
     ) -> Self {
         Self {
             ctx,
             store: ctx.store_arc(),
             wid: ctx.workflow_id().as_str().to_owned(),
             generation: ctx.generation(),
-            workers: cfg.workers,
+            workers,
             cluster,
-            shared,
+            progress,
+            quiet,
             rows: Arc::new(parking_lot::Mutex::new(Vec::new())),
             pending: Vec::new(),
         }
@@ -197,17 +197,17 @@ impl<'a, 'c> Batcher<'a, 'c> {
 
     /// Starts the batch task of epoch `e` on the graph and online table
     /// of that epoch.
-    pub(super) fn launch(&mut self, e: u64, graph: Arc<EpochGraph>, online: Table) -> Result<()> {
+    pub(crate) fn launch(&mut self, e: u64, graph: Arc<EpochGraph>, online: Table) -> Result<()> {
         self.reap()?;
         while self.pending.len() >= IN_FLIGHT {
             let (epoch, oldest) = self.pending.remove(0);
             self.check(epoch, oldest)?;
         }
         let online = Arc::new(online);
-        let (store, shared, rows) = (self.store.clone(), self.shared.clone(), self.rows.clone());
-        let keys = Keys {
-            wid: self.wid.clone(),
-        };
+        let (store, progress, rows) =
+            (self.store.clone(), self.progress.clone(), self.rows.clone());
+        let keys = Layout::new(&self.wid);
+        let quiet = self.quiet;
         let (generation, workers, cluster) = (self.generation, self.workers, self.cluster.clone());
         let spawned = self
             .ctx
@@ -223,11 +223,11 @@ impl<'a, 'c> Batcher<'a, 'c> {
                     .map_err(|err| Failure::fatal(format!("{err:#}")))?;
                     failpoint::hit("stream.batch_done");
                     // The graph of epoch e is only a fact once COMMIT(e) is.
-                    wait_committed(&shared, e).map_err(|err| Failure::fatal(format!("{err:#}")))?;
+                    progress.wait_committed(e).map_err(|err| Failure::fatal(format!("{err:#}")))?;
                     write_once(store.as_ref(), &keys.batch(e), &bytes)
                         .map_err(|err| Failure::fatal(format!("{err:#}")))?;
                     let finished_at = now_ms();
-                    if !shared.quiet {
+                    if !quiet {
                         eprintln!(
                             "batch {e:>5}: {} nodes recomputed in {} ms, {} differ from online (max |diff| {})",
                             report.nodes,
@@ -258,7 +258,7 @@ impl<'a, 'c> Batcher<'a, 'c> {
     }
 
     /// The oldest epoch whose batch task is still running.
-    pub(super) fn oldest_pending(&self) -> Option<u64> {
+    pub(crate) fn oldest_pending(&self) -> Option<u64> {
         self.pending.iter().map(|(e, _)| *e).min()
     }
 
@@ -291,7 +291,7 @@ impl<'a, 'c> Batcher<'a, 'c> {
     }
 
     /// Waits for every batch task.
-    pub(super) fn finish(mut self) -> Result<()> {
+    pub(crate) fn finish(mut self) -> Result<()> {
         let mut first = Ok(());
         for (e, s) in std::mem::take(&mut self.pending) {
             if let Err(err) = self.check(e, s) {
@@ -301,23 +301,6 @@ impl<'a, 'c> Batcher<'a, 'c> {
             }
         }
         first
-    }
-}
-
-/// Waits until `COMMIT(e)` is written; fails when the run ends before.
-pub(super) fn wait_committed(shared: &Shared, e: u64) -> Result<()> {
-    let mut committed = shared.committed.lock();
-    loop {
-        if *committed >= e {
-            return Ok(());
-        }
-        if shared.closing.load(std::sync::atomic::Ordering::SeqCst) || shared.error.lock().is_some()
-        {
-            bail!("the run ended before epoch {e} committed");
-        }
-        shared
-            .commit_cv
-            .wait_for(&mut committed, Duration::from_millis(100));
     }
 }
 
@@ -341,40 +324,6 @@ fn batches_csv(rows: &[BatchRow]) -> String {
     csv
 }
 
-/// The scheduling priority (nice) of batch recomputations.
-const BATCH_NICE: i32 = 10;
-
-/// Runs `f` on a thread of its own at a lower scheduling priority (nice
-/// [`BATCH_NICE`] on Linux, inherited by the timely workers that it
-/// starts), so that a batch recomputation beside the stream yields the
-/// cores to the online update, whose latency is the one that matters. The
-/// priority goes with the thread: nothing else is slowed.
-fn at_low_priority<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            lower_this_thread();
-            f()
-        })
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-/// Lowers the calling thread's priority to [`BATCH_NICE`] (never raises
-/// it), best effort.
-pub(super) fn lower_this_thread() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid, getpriority and setpriority take plain integers and
-    // touch no memory of ours; if they fail the thread keeps its priority.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        if now < BATCH_NICE {
-            libc::setpriority(libc::PRIO_PROCESS, tid, BATCH_NICE);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,30 +337,5 @@ mod tests {
         assert_eq!((r.nodes, r.differing, r.max_diff), (4, 3, 2 * one));
         assert!((r.mean_diff - 5.0 / 4.0).abs() < 1e-12);
         assert_eq!(compare(7, &batch, &batch).differing, 0);
-    }
-
-    /// The nice value of the calling thread (Linux).
-    #[cfg(target_os = "linux")]
-    fn nice() -> i32 {
-        // SAFETY: plain integers in and out.
-        unsafe {
-            let tid = libc::syscall(libc::SYS_gettid);
-            libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t)
-        }
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn batch_work_runs_at_low_priority_and_leaves_the_caller_alone() {
-        let before = nice();
-        // The work's thread, and the threads it starts, run at the batch
-        // priority (or lower, if the caller already was).
-        let (inner, child) = at_low_priority(|| {
-            let child = std::thread::spawn(nice).join().expect("child thread");
-            (nice(), child)
-        });
-        assert_eq!(inner, BATCH_NICE.max(before));
-        assert_eq!(child, inner);
-        assert_eq!(nice(), before);
     }
 }
