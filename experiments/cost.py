@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Batch TunkRank from scratch on one R-MAT graph (the graph issue's COST
+"""Batch TunkRank from scratch on one R-MAT graph (the COST
 goal): the single-threaded reference, timely on 1 and 2 workers, and, with
 a peers interpreter, PySpark local[2] on the same edge file; wall-clock
 seconds of each whole run (read the text file, build, iterate, write).

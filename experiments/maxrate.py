@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The highest rate that time-cut epochs sustain (pipeline issue): stream an
+"""The highest rate that time-cut epochs sustain: stream an
 R-MAT graph at each rate with `--epoch-ms`, and call a rate sustained when
 the p99 epoch latency stays under the epoch and the source's lag at the end
 is under one epoch of edges.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Recovery time of the streaming job (pipeline issue): SIGKILL a run once
+"""Recovery time of the streaming job: SIGKILL a run once
 epoch K is committed, then time `exoflow resume` until the next epoch is
 committed (its output object appears).
 

@@ -5,10 +5,10 @@
 #   experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]
 #   experiments/run.sh recovery|maxrate|cost [--quick] [--with-peers]
 #
-# cost is the graph issue's batch comparison (CSV only): the whole batch run
+# cost is the batch comparison of §5.3 (CSV only): the whole batch run
 # of exoflow (reference, timely 1 and 2 workers) and, --with-peers, PySpark
 # local[2] on the same R-MAT scale 20 edge file, its table checked against
-# ours. recovery and maxrate are the pipeline issue's benchmarks (CSV only):
+# ours. recovery and maxrate are the streaming job's benchmarks (CSV only):
 # the time from `resume` to the next committed epoch after a SIGKILL at
 # epoch 100 and 119 (snapshots every 20, scale 20), and the highest rate
 # that 10 s epochs sustain over an R-MAT scale 22 stream.
