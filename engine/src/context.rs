@@ -5,15 +5,37 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::codec::{self, Kind};
-use crate::dag::Data;
 use crate::id::{validate_component, WorkflowId};
-use crate::run::Run;
+use crate::layout::output_key;
 use crate::store::{put_once, PutOnce, Store};
-use crate::task::{Checkpoint, Failure, TaskError, TaskOptions, TaskResult};
+use crate::task::{Checkpoint, Data, Failure, TaskError, TaskOptions, TaskResult};
+
+/// What a task sees of the run it belongs to.
+pub(crate) trait TaskHost: Send + Sync {
+    /// The workflow.
+    fn workflow_id(&self) -> &WorkflowId;
+    /// The id of task `node`.
+    fn task_id(&self, node: usize) -> &str;
+    /// The name of task `node`.
+    fn task_name(&self, node: usize) -> &str;
+    /// The owner generation of the run.
+    fn generation(&self) -> u64;
+    /// Whether the run stopped starting tasks (failed, canceled, stopping).
+    fn is_halted(&self) -> bool;
+    /// Whether a stop was requested.
+    fn stop_requested(&self) -> bool;
+    /// The store.
+    fn store(&self) -> &crate::store::SharedStore;
+    /// Blocks until every input of task `node` is committed; `false` if
+    /// the run halts first.
+    fn wait_inputs_committed(&self, node: usize) -> bool;
+    /// Where the output of task `task_id` is committed.
+    fn task_key(&self, task_id: &str) -> String;
+}
 
 /// The context of one task attempt.
 pub struct TaskContext<'a> {
-    pub(crate) run: &'a Arc<Run>,
+    pub(crate) run: &'a Arc<dyn TaskHost>,
     pub(crate) node: usize,
     pub(crate) attempt: u32,
 }
@@ -21,17 +43,17 @@ pub struct TaskContext<'a> {
 impl TaskContext<'_> {
     /// The workflow id.
     pub fn workflow_id(&self) -> &WorkflowId {
-        &self.run.wid
+        self.run.workflow_id()
     }
 
     /// This task's id (position and name).
     pub fn task_id(&self) -> &str {
-        &self.run.dag.nodes[self.node].id
+        self.run.task_id(self.node)
     }
 
     /// This task's name.
     pub fn task_name(&self) -> &str {
-        &self.run.dag.nodes[self.node].name
+        self.run.task_name(self.node)
     }
 
     /// The attempt number, from 1.
@@ -42,7 +64,7 @@ impl TaskContext<'_> {
     /// The ownership generation of this execution (1 for a first run, raised
     /// by every resume). Keys a long task writes itself should carry it.
     pub fn generation(&self) -> u64 {
-        self.run.generation
+        self.run.generation()
     }
 
     /// Whether the run is canceled or failed: a long task should return.
@@ -58,12 +80,12 @@ impl TaskContext<'_> {
 
     /// The engine's store, for tasks that keep their own durable state.
     pub fn store(&self) -> &dyn Store {
-        self.run.inner.store.as_ref()
+        self.run.store().as_ref()
     }
 
     /// The engine's store, shared (for threads the task starts).
     pub fn store_arc(&self) -> crate::store::SharedStore {
-        self.run.inner.store.clone()
+        self.run.store().clone()
     }
 
     /// Writes an external output `outputs/<wid>/<name>` once. It waits until
@@ -79,7 +101,7 @@ impl TaskContext<'_> {
                 "the workflow halted before this task's inputs committed",
             ));
         }
-        let key = format!("outputs/{}/{name}", self.run.wid);
+        let key = output_key(self.run.workflow_id(), name);
         match put_once(self.store(), &key, bytes)? {
             PutOnce::Written => Ok(()),
             PutOnce::Differs(_) => Err(Failure::fatal(format!(
@@ -123,7 +145,7 @@ pub struct SpawnContext {
     wid: WorkflowId,
     id: String,
     attempt: u32,
-    run: Arc<Run>,
+    run: Arc<dyn TaskHost>,
 }
 
 impl SpawnContext {
@@ -184,7 +206,7 @@ impl<O> Spawned<O> {
 }
 
 fn run_spawned<O, F>(
-    run: &Arc<Run>,
+    run: &Arc<dyn TaskHost>,
     parent: usize,
     id: String,
     opts: TaskOptions,
@@ -200,7 +222,7 @@ where
         attempts,
     };
     let key = run.task_key(&id);
-    let store = run.inner.store.clone();
+    let store = run.store().clone();
     let checkpointed = opts.checkpoint != Checkpoint::Skip;
     if checkpointed {
         match store.get(&key) {
@@ -217,7 +239,7 @@ where
     let value = loop {
         attempt += 1;
         let ctx = SpawnContext {
-            wid: run.wid.clone(),
+            wid: run.workflow_id().clone(),
             id: id.clone(),
             attempt,
             run: run.clone(),

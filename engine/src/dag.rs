@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde::{de::DeserializeOwned, Serialize};
-
 use crate::codec::{self, Kind};
 use crate::id::{validate_component, InvalidId};
 use crate::task::{Checkpoint, Failure, TaskError, TaskOptions};
@@ -24,9 +22,7 @@ type Boxed = Box<dyn Any + Send + Sync>;
 pub(crate) type TaskFn =
     Arc<dyn Fn(&TaskContext<'_>, &[Value]) -> Result<Boxed, Failure> + Send + Sync>;
 
-/// What a task's output must be: serde-serializable, shareable.
-pub trait Data: Serialize + DeserializeOwned + Send + Sync + 'static {}
-impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Data for T {}
+pub use crate::task::Data;
 
 /// Type-specific conversions of a node's output, monomorphized per type.
 #[derive(Clone, Copy)]

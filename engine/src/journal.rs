@@ -9,20 +9,15 @@
 //! interrupted and can be run again from the start by `resume`; when both
 //! records of a run fall into one segment only the final one is kept.
 
-use std::sync::Arc;
-
 use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Kind};
-use crate::dag::Value;
-use crate::engine::WorkflowInfo;
 use crate::error::EngineError;
 use crate::id::WorkflowId;
-use crate::run::Run;
-use crate::status::{Owner, State};
+use crate::layout::{journal_key, JOURNAL_PREFIX};
+use crate::status::{Owner, State, WorkflowInfo};
 use crate::store::{SharedStore, Store, StoreError};
-use crate::task::now_us;
 
 /// Most records in one segment.
 const SEGMENT_MAX: usize = 16_384;
@@ -71,47 +66,20 @@ impl RunRecord {
     }
 }
 
+/// What the journal writer is told to append, and whom to tell once it is
+/// durable.
 pub(crate) struct JournalItem {
-    record: RunRecord,
-    run: Option<(Arc<Run>, Result<Value, EngineError>)>,
+    /// The record.
+    pub record: RunRecord,
+    /// Called with the segment's outcome (a run's final record).
+    pub done: Option<JournalDone>,
 }
 
-fn record(run: &Run, state: State, error: Option<String>) -> RunRecord {
-    RunRecord {
-        wid: run.wid.clone(),
-        dag: run.dag_name.clone(),
-        args: run.args.clone(),
-        state,
-        owner: run.inner.owner.clone(),
-        started_us: run.started_us,
-        finished_us: if state == State::Running { 0 } else { now_us() },
-        error,
-        tasks: run.dag.nodes.len() as u64,
-    }
-}
+/// Called once a record's segment is durable, or failed.
+pub(crate) type JournalDone = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
-pub(crate) fn record_start(run: &Arc<Run>) {
-    let _ = run.inner.journal.send(JournalItem {
-        record: record(run, State::Running, None),
-        run: None,
-    });
-}
-
-pub(crate) fn record_final(run: &Arc<Run>, state: State, outcome: Result<Value, EngineError>) {
-    let error = outcome.as_ref().err().map(|e| e.to_string());
-    let item = JournalItem {
-        record: record(run, state, error),
-        run: Some((run.clone(), outcome)),
-    };
-    if let Err(e) = run.inner.journal.send(item) {
-        if let Some((run, _)) = e.0.run {
-            run.complete(Err(EngineError::Internal(
-                "the journal writer stopped".to_owned(),
-            )));
-        }
-    }
-}
-
+/// The journal writer: appends the records that arrive, one segment per
+/// group, and tells each final record's run once its segment is durable.
 pub(crate) fn flusher(rx: Receiver<JournalItem>, store: SharedStore, instance: String) {
     let mut seq: u64 = 0;
     while let Ok(first) = rx.recv() {
@@ -133,20 +101,20 @@ pub(crate) fn flusher(rx: Receiver<JournalItem>, store: SharedStore, instance: S
             .map(|i| &i.record)
             .collect();
         seq += 1;
-        let key = format!("journal/{instance}-{seq:010}");
+        let key = journal_key(&instance, seq);
         let result = codec::encode(Kind::Journal, &records)
             .map_err(|e| EngineError::Internal(format!("encoding the journal: {e}")))
             .and_then(|bytes| store.put_if_absent(&key, &bytes).map_err(EngineError::from));
         for item in items {
-            if let Some((run, outcome)) = item.run {
-                match &result {
-                    Ok(_) => run.complete(outcome),
-                    Err(e) => run.complete(Err(EngineError::Store(StoreError::Permanent {
+            if let Some(done) = item.done {
+                done(match &result {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(EngineError::Store(StoreError::Permanent {
                         op: "journal",
                         key: key.clone(),
                         message: e.to_string(),
-                    }))),
-                }
+                    })),
+                });
             }
         }
     }
@@ -155,7 +123,7 @@ pub(crate) fn flusher(rx: Receiver<JournalItem>, store: SharedStore, instance: S
 /// Every journal record, segment by segment.
 pub(crate) fn read_all(store: &dyn Store) -> Result<Vec<RunRecord>, EngineError> {
     let mut out = Vec::new();
-    for key in store.list("journal/")? {
+    for key in store.list(JOURNAL_PREFIX)? {
         if let Some(bytes) = store.get(&key)? {
             let mut recs: Vec<RunRecord> = codec::decode(&key, Kind::Journal, &bytes)?;
             out.append(&mut recs);

@@ -142,7 +142,9 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admin;
 pub mod codec;
+mod commit;
 mod context;
 pub mod dag;
 mod engine;
@@ -150,15 +152,21 @@ pub mod error;
 pub mod failpoint;
 pub mod id;
 pub mod journal;
+mod layout;
+mod lease;
+mod plan;
+mod resume;
 mod run;
+mod runtime;
 pub mod status;
 pub mod store;
 pub mod task;
 
 pub use context::{SpawnContext, Spawned, TaskContext};
 pub use dag::{Dag, DagError, Data, TaskRef, Workflow};
-pub use engine::{Engine, EngineOptions, ResumeOptions, RunHandle, WorkflowInfo};
+pub use engine::{Engine, ResumeOptions, RunHandle};
 pub use error::EngineError;
 pub use id::WorkflowId;
-pub use status::State;
+pub use runtime::EngineOptions;
+pub use status::{State, WorkflowInfo};
 pub use task::{Checkpoint, Failure, TaskError, TaskOptions, TaskResult, Timing, TimingRecord};

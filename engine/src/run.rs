@@ -15,64 +15,56 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Condvar, Mutex};
 
+use std::collections::HashMap;
+use std::sync::Weak;
+
 use crate::codec::{self, Kind};
+use crate::commit::{log_failure, Commit, CommitOwner, CommitReq};
+use crate::context::{TaskContext, TaskHost};
 use crate::dag::{Built, Value};
-use crate::engine::Inner;
 use crate::error::EngineError;
 use crate::failpoint;
 use crate::id::WorkflowId;
-use crate::status::{State, StatusRecord};
-use crate::store::PutOnce;
+use crate::journal::{JournalItem, RunRecord};
+use crate::layout::{status_key, task_key, timings_key};
+use crate::lease::{self, LeaseState, RenewOutcome};
+use crate::plan::Plan;
+use crate::runtime::Runtime;
+use crate::status::{now_ms, State, StatusRecord};
+use crate::store::{PutOnce, PutOutcome, SharedStore, StoreError};
 use crate::task::{now_us, Checkpoint, TaskError, Timing, TimingRecord};
-use crate::TaskContext;
 
-/// What a task does in this execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Plan {
-    /// Runs (not committed, or Skip and needed).
-    Run,
-    /// Committed earlier: its output is loaded if a running task reads it.
-    Stored,
-    /// Not needed.
-    Idle,
+/// The runs of an engine in flight, by workflow id.
+#[derive(Default)]
+pub(crate) struct Runs {
+    pub map: Mutex<HashMap<WorkflowId, Weak<Run>>>,
 }
 
-/// Decides the plan from the set of committed task ids: a task runs when it
-/// is not stored and is a sink, the output, or read by a task that runs.
-pub(crate) fn plan(dag: &Built, is_committed: impl Fn(&str) -> bool) -> Vec<Plan> {
-    let n = dag.nodes.len();
-    let stored: Vec<bool> = dag
-        .nodes
-        .iter()
-        .map(|node| node.opts.checkpoint != Checkpoint::Skip && is_committed(&node.id))
-        .collect();
-    let mut has_reader = vec![false; n];
-    let mut needed = vec![false; n];
-    for i in (0..n).rev() {
-        if i == dag.output {
-            needed[i] = true;
-        }
-        for &p in &dag.nodes[i].inputs {
-            has_reader[p] = true;
-        }
+impl Runs {
+    /// Registers `run`.
+    pub fn insert(&self, run: &Arc<Run>) {
+        self.map.lock().insert(run.wid.clone(), Arc::downgrade(run));
     }
-    let mut plans = vec![Plan::Idle; n];
-    for i in (0..n).rev() {
-        let run = !stored[i] && (needed[i] || !has_reader[i]);
-        plans[i] = if stored[i] {
-            Plan::Stored
-        } else if run {
-            Plan::Run
-        } else {
-            Plan::Idle
-        };
-        if run {
-            for &p in &dag.nodes[i].inputs {
-                needed[p] = true;
+
+    /// Removes `run` (and not a later run of the same id).
+    pub fn forget(&self, wid: &WorkflowId, run: &Run) {
+        let mut runs = self.map.lock();
+        if let Some(w) = runs.get(wid) {
+            if std::ptr::eq(w.as_ptr(), run) {
+                runs.remove(wid);
             }
         }
     }
-    plans
+
+    /// How many runs are in flight.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// The runs in flight.
+    pub fn live(&self) -> Vec<Arc<Run>> {
+        self.map.lock().values().filter_map(Weak::upgrade).collect()
+    }
 }
 
 pub(crate) struct NodeRt {
@@ -89,34 +81,6 @@ pub(crate) struct NodeRt {
     children: Vec<usize>,
 }
 
-/// What the committer writes: task outputs, and records (metadata, status
-/// versions, timings) whose callback gets the store's answer.
-pub(crate) enum Commit {
-    Output(CommitReq),
-    Record {
-        key: String,
-        bytes: Vec<u8>,
-        done: Box<dyn FnOnce(Result<crate::store::PutOutcome, crate::store::StoreError>) + Send>,
-        /// A best-effort record written in the same group (timing records
-        /// with the final status): durable when `done` is called; a
-        /// failure is logged.
-        companion: Option<(String, Vec<u8>)>,
-    },
-}
-
-/// A task output for the committer.
-pub(crate) struct CommitReq {
-    pub run: Arc<Run>,
-    pub node: usize,
-    pub key: String,
-    pub bytes: Vec<u8>,
-}
-
-pub(crate) struct StatusState {
-    pub current: StatusRecord,
-    pub last_renew_ms: u64,
-}
-
 /// Why a run stops early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Halt {
@@ -125,8 +89,10 @@ enum Halt {
     Stop = 2,
 }
 
+/// One execution of a workflow.
 pub(crate) struct Run {
-    pub inner: Arc<Inner>,
+    pub rt: Arc<Runtime>,
+    pub runs: Arc<Runs>,
     pub wid: WorkflowId,
     pub dag: Arc<Built>,
     pub dag_name: String,
@@ -140,7 +106,7 @@ pub(crate) struct Run {
     failed: AtomicBool,
     fenced: AtomicBool,
     halt: AtomicU32,
-    pub status: Mutex<Option<StatusState>>,
+    pub status: Mutex<Option<LeaseState>>,
     timings: Mutex<Vec<TimingRecord>>,
     timing_seq: AtomicU32,
     commit_cv: (Mutex<()>, Condvar),
@@ -152,14 +118,15 @@ pub(crate) struct Run {
 impl Run {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        inner: Arc<Inner>,
+        rt: Arc<Runtime>,
+        runs: Arc<Runs>,
         wid: WorkflowId,
         dag: Arc<Built>,
         dag_name: String,
         args: Vec<u8>,
         generation: u64,
         plans: Vec<Plan>,
-        status: Option<StatusState>,
+        status: Option<LeaseState>,
     ) -> Arc<Self> {
         let n = dag.nodes.len();
         let mut children = vec![Vec::new(); n];
@@ -206,7 +173,8 @@ impl Run {
         let uncommitted = plans.iter().filter(|p| **p == Plan::Run).count();
         let durable = dag.durable();
         Arc::new(Self {
-            inner,
+            rt,
+            runs,
             wid,
             dag,
             dag_name,
@@ -231,7 +199,7 @@ impl Run {
     }
 
     pub fn task_key(&self, task_id: &str) -> String {
-        format!("{}{task_id}", crate::engine::tasks_prefix(&self.wid))
+        task_key(&self.wid, task_id)
     }
 
     /// Starts the tasks whose inputs are all available.
@@ -255,7 +223,7 @@ impl Run {
         self.nodes[i].timing.lock().ready_us = now_us();
         self.active.fetch_add(1, Ordering::SeqCst);
         let run = self.clone();
-        self.inner.pool.spawn(Box::new(move || {
+        self.rt.pool.spawn(Box::new(move || {
             // The task's own panics are caught in `execute`; this catches the
             // rest (a panicking Serialize, say) so that the run still ends.
             if std::panic::catch_unwind(AssertUnwindSafe(|| run.execute(i))).is_err() {
@@ -271,7 +239,7 @@ impl Run {
     pub fn deactivate(self: &Arc<Self>) {
         if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             let run = self.clone();
-            self.inner.pool.spawn(Box::new(move || run.finish()));
+            self.rt.pool.spawn(Box::new(move || run.finish()));
         }
     }
 
@@ -340,7 +308,7 @@ impl Run {
         }
         let node = &self.dag.nodes[p];
         let key = self.task_key(&node.id);
-        let bytes = self.inner.store.get(&key)?.ok_or_else(|| {
+        let bytes = self.rt.store.get(&key)?.ok_or_else(|| {
             EngineError::Internal(format!("committed output {key} disappeared from the store"))
         })?;
         let v = (node.codec.decode)(&key, &bytes)?;
@@ -366,8 +334,9 @@ impl Run {
                 return;
             }
             self.nodes[i].timing.lock().start_us = now_us();
+            let host: Arc<dyn TaskHost> = self.clone();
             let ctx = TaskContext {
-                run: self,
+                run: &host,
                 node: i,
                 attempt,
             };
@@ -471,17 +440,14 @@ impl Run {
         }
         self.active.fetch_add(1, Ordering::SeqCst);
         let req = CommitReq {
-            run: self.clone(),
+            owner: self.clone(),
             node: i,
             key: self.task_key(&self.dag.nodes[i].id),
             bytes,
         };
-        if let Err(e) = self.inner.commits.send_output(req, || self.inner.quiet()) {
-            if let Commit::Output(req) = e.0 {
-                req.run
-                    .fail(EngineError::Internal("the committer stopped".to_owned()));
-                req.run.deactivate();
-            }
+        if self.rt.commits.send_output(req, || self.quiet()).is_err() {
+            self.fail(EngineError::Internal("the committer stopped".to_owned()));
+            self.deactivate();
         }
     }
 
@@ -634,7 +600,7 @@ impl Run {
         if self.durable {
             self.write_final(state, outcome);
         } else {
-            crate::journal::record_final(&self, state, outcome);
+            self.record_final(state, outcome);
         }
     }
 
@@ -645,10 +611,7 @@ impl Run {
         let mut timing = None;
         if !records.is_empty() {
             let seq = self.timing_seq.fetch_add(1, Ordering::SeqCst);
-            let key = format!(
-                "workflows/{}/timings/g{:010}-{seq:06}",
-                self.wid, self.generation
-            );
+            let key = timings_key(&self.wid, self.generation, seq);
             match codec::encode(Kind::Timing, &records) {
                 Ok(bytes) => timing = Some((key, bytes)),
                 Err(e) => {
@@ -669,8 +632,8 @@ impl Run {
         };
         let Some(next) = next else {
             if let Some((key, bytes)) = timing {
-                let _ = self.inner.commits.send(Commit::Record {
-                    done: crate::engine::log_failure(key.clone()),
+                let _ = self.rt.commits.send(Commit::Record {
+                    done: log_failure(key.clone()),
                     key,
                     bytes,
                     companion: None,
@@ -688,14 +651,14 @@ impl Run {
                 return;
             }
         };
-        let key = crate::engine::status_key(&self.wid, next.version);
+        let key = status_key(&self.wid, next.version);
         let run = self.clone();
-        let sent = self.inner.commits.send(Commit::Record {
+        let sent = self.rt.commits.send(Commit::Record {
             key,
             bytes,
             companion: timing,
             done: Box::new(move |r| match r {
-                Ok(crate::store::PutOutcome::Created) => {
+                Ok(PutOutcome::Created) => {
                     if let Some(st) = run.status.lock().as_mut() {
                         st.current = next;
                     }
@@ -705,8 +668,8 @@ impl Run {
                 // a takeover): settle it on the slow path.
                 _ => {
                     let r2 = run.clone();
-                    run.inner.pool.spawn(Box::new(move || {
-                        let written = crate::engine::write_final_status(&r2, state, error);
+                    run.rt.pool.spawn(Box::new(move || {
+                        let written = r2.write_final_status(state, error);
                         r2.complete(match (outcome, written) {
                             (Ok(v), Ok(())) => Ok(v),
                             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
@@ -717,7 +680,7 @@ impl Run {
         });
         if let Err(e) = sent {
             if let Commit::Record { done, .. } = e.0 {
-                done(Err(crate::store::StoreError::Permanent {
+                done(Err(StoreError::Permanent {
                     op: "final status",
                     key: String::new(),
                     message: "the committer stopped".to_owned(),
@@ -728,7 +691,7 @@ impl Run {
 
     /// Delivers the outcome to waiters.
     pub fn complete(&self, outcome: Result<Value, EngineError>) {
-        self.inner.forget(&self.wid, self);
+        self.runs.forget(&self.wid, self);
         *self.done.lock() = Some(outcome);
         self.done_cv.notify_all();
     }
@@ -755,8 +718,197 @@ impl Run {
         }
     }
 
+    /// Whether a task's output may be committed on its own thread: no job
+    /// waits for a worker and no other run is in flight (many runs at once
+    /// want their commits grouped, and their tasks the workers).
+    fn quiet(&self) -> bool {
+        self.rt.pool.idle() && self.runs.len() <= 1
+    }
+
+    /// Whether the lease is due for renewal at `now`.
+    pub fn renewal_due(&self, now: u64) -> bool {
+        let every = crate::runtime::renew_every(self.rt.opts.lease);
+        self.status
+            .lock()
+            .as_ref()
+            .is_some_and(|s| now >= s.last_renew_ms + every)
+    }
+
+    /// Renews the lease of a durable run, and acts on what the renewal
+    /// found: a cancel or stop request, or a takeover.
+    pub fn renew_lease(&self) {
+        let renewal = {
+            let mut guard = self.status.lock();
+            let Some(st) = guard.as_mut() else { return };
+            lease::renew(
+                self.rt.store.as_ref(),
+                &self.wid,
+                self.generation,
+                self.rt.opts.lease,
+                st,
+            )
+        };
+        match renewal.requested {
+            Some(State::CancelRequested) => self.request_cancel(),
+            Some(State::StopRequested) => self.request_stop(),
+            _ => {}
+        }
+        match renewal.outcome {
+            RenewOutcome::Renewed => {}
+            RenewOutcome::Fenced { by, generation } => self.fail(EngineError::Fenced {
+                wid: self.wid.clone(),
+                by,
+                generation,
+            }),
+            RenewOutcome::Failed(e) => {
+                tracing::warn!(workflow = %self.wid, error = %e, "lease renewal failed; will retry");
+            }
+        }
+    }
+
+    /// Writes the final status of a durable run (the slow path, after a
+    /// version written by someone else).
+    fn write_final_status(&self, state: State, error: Option<String>) -> Result<(), EngineError> {
+        let mut guard = self.status.lock();
+        let Some(st) = guard.as_mut() else {
+            return Ok(());
+        };
+        lease::write_final(
+            self.rt.store.as_ref(),
+            &self.wid,
+            self.generation,
+            st,
+            state,
+            error,
+        )
+    }
+
+    /// This run's journal record in `state`.
+    fn journal_record(&self, state: State, error: Option<String>) -> RunRecord {
+        RunRecord {
+            wid: self.wid.clone(),
+            dag: self.dag_name.clone(),
+            args: self.args.clone(),
+            state,
+            owner: self.rt.owner.clone(),
+            started_us: self.started_us,
+            finished_us: if state == State::Running { 0 } else { now_us() },
+            error,
+            tasks: self.dag.nodes.len() as u64,
+        }
+    }
+
+    /// Journals the start of a run of Skip tasks only (unawaited).
+    pub fn record_start(&self) {
+        let _ = self.rt.journal.send(JournalItem {
+            record: self.journal_record(State::Running, None),
+            done: None,
+        });
+    }
+
+    /// Journals the end of a run of Skip tasks only; the outcome is
+    /// delivered once the record is durable.
+    fn record_final(self: &Arc<Self>, state: State, outcome: Result<Value, EngineError>) {
+        let error = outcome.as_ref().err().map(|e| e.to_string());
+        let run = self.clone();
+        let item = JournalItem {
+            record: self.journal_record(state, error),
+            done: Some(Box::new(move |written| {
+                run.complete(written.and(outcome));
+            })),
+        };
+        if let Err(e) = self.rt.journal.send(item) {
+            if let Some(done) = e.0.done {
+                done(Err(EngineError::Internal(
+                    "the journal writer stopped".to_owned(),
+                )));
+            }
+        }
+    }
+
+    /// Completes a run that only loads the stored output.
+    pub fn complete_loaded(&self) {
+        let key = self.task_key(&self.dag.nodes[self.dag.output].id);
+        let outcome = (|| -> Result<Value, EngineError> {
+            let bytes = self.rt.store.get(&key)?.ok_or_else(|| {
+                EngineError::Internal(format!("committed output {key} disappeared"))
+            })?;
+            Ok((self.dag.nodes[self.dag.output].codec.decode)(
+                &key, &bytes,
+            )?)
+        })();
+        self.complete(outcome);
+    }
+
     /// Whether the outcome is there.
     pub fn is_done(&self) -> bool {
         self.done.lock().is_some()
+    }
+}
+
+impl TaskHost for Run {
+    fn workflow_id(&self) -> &WorkflowId {
+        &self.wid
+    }
+    fn task_id(&self, node: usize) -> &str {
+        &self.dag.nodes[node].id
+    }
+    fn task_name(&self, node: usize) -> &str {
+        &self.dag.nodes[node].name
+    }
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+    fn is_halted(&self) -> bool {
+        Run::is_halted(self)
+    }
+    fn stop_requested(&self) -> bool {
+        Run::stop_requested(self)
+    }
+    fn store(&self) -> &SharedStore {
+        &self.rt.store
+    }
+    fn wait_inputs_committed(&self, node: usize) -> bool {
+        Run::wait_inputs_committed(self, node)
+    }
+    fn task_key(&self, task_id: &str) -> String {
+        Run::task_key(self, task_id)
+    }
+}
+
+impl CommitOwner for Run {
+    fn may_write(&self) -> bool {
+        let now = now_ms();
+        let lapsed = self
+            .status
+            .lock()
+            .as_ref()
+            .is_some_and(|s| s.current.lease_until_ms <= now);
+        if lapsed {
+            self.renew_lease();
+            let still = self
+                .status
+                .lock()
+                .as_ref()
+                .is_some_and(|s| s.current.lease_until_ms <= now_ms());
+            if still && !self.is_fenced() {
+                self.fail(EngineError::Store(StoreError::Transient {
+                    op: "renew lease",
+                    key: status_key(&self.wid, 0),
+                    message: "the lease lapsed and could not be renewed; nothing more is written"
+                        .to_owned(),
+                }));
+                self.fence();
+            }
+        }
+        !self.is_fenced()
+    }
+
+    fn committed(self: Arc<Self>, node: usize, key: &str, result: Result<PutOnce, EngineError>) {
+        Run::committed(&self, node, key, result);
+    }
+
+    fn released(self: Arc<Self>) {
+        self.deactivate();
     }
 }

@@ -218,6 +218,32 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A workflow's state as recorded in the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkflowInfo {
+    /// Its id.
+    pub id: crate::id::WorkflowId,
+    /// Name of the registered DAG ("" if unregistered).
+    pub dag: String,
+    /// Its state.
+    pub state: State,
+    /// Ownership generation.
+    pub generation: u64,
+    /// Current owner, while running.
+    pub owner: Option<Owner>,
+    /// Lease end (ms since the Unix epoch).
+    pub lease_until_ms: u64,
+    /// Last update (ms since the Unix epoch).
+    pub updated_ms: u64,
+    /// The error of a failed run.
+    pub error: Option<String>,
+    /// Number of tasks.
+    pub tasks: u64,
+    /// Whether it has per-workflow records (some task checkpoints); a run of
+    /// Skip tasks only is recorded in the group-committed run journal.
+    pub durable: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

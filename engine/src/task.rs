@@ -209,3 +209,7 @@ pub(crate) fn now_us() -> u64 {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
+
+/// What a task's output must be: serde-serializable, shareable.
+pub trait Data: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Data for T {}

@@ -790,8 +790,8 @@ fn delete_removes_the_data_an_application_keeps_under_its_registered_prefixes() 
     let engine = fast_engine(store.clone());
     register_nop(&engine)?;
     engine.register_data_prefix("streams")?;
-    engine.run::<u32, u32>("nop", Some(wid("w1")), &1)?;
-    engine.run::<u32, u32>("nop", Some(wid("w2")), &2)?;
+    engine.run::<u32, u64>("fan", Some(wid("w1")), &2)?;
+    engine.run::<u32, u64>("fan", Some(wid("w2")), &3)?;
     for w in ["w1", "w2"] {
         store.put(&format!("streams/{w}/epochs/1/COMMIT"), b"c")?;
         store.put(&format!("outputs/{w}/online/1"), b"o")?;
