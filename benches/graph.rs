@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use criterion::BatchSize;
 use criterion::{criterion_group, criterion_main, Criterion};
-use exoflow_graph::online::{Layered, Online};
-use exoflow_graph::recompute::Recompute;
+use exoflow_graph::online::{Layered, Online, Recompute};
 use exoflow_graph::{batch, reference, EdgeOp};
 use exoflow_ingest::rmat::Rmat;
 
@@ -206,7 +205,7 @@ fn resident_bytes() -> u64 {
 /// undone (the same edges removed) outside the timing, so that every sample
 /// starts from the base graph.
 fn differential(c: &mut Criterion, base: &Rmat, pairs: &[(u64, u64)], stream: &(Rmat, u64)) {
-    use exoflow_graph::differential::Differential;
+    use exoflow_graph::online::Differential;
     let before = resident_bytes();
     let t = std::time::Instant::now();
     let mut dd = Differential::from_pairs(pairs, 2).expect("load");

@@ -29,12 +29,12 @@
 
 pub mod batch;
 pub mod cluster;
-pub mod differential;
 pub mod online;
 mod packed;
 mod pairs;
-pub mod recompute;
+mod parallel;
 pub mod reference;
+mod sort;
 pub mod table;
 
 pub use pairs::{NarrowPairs, PairPart};
@@ -222,21 +222,6 @@ impl IdIndex {
             Self::Hashed(m) => m.capacity() * 16,
         }
     }
-}
-
-/// Runs each job, on its own thread when there are several; their results
-/// in order. A job's panic goes on in the caller.
-pub(crate) fn on_threads<T: Send, J: FnOnce() -> T + Send>(jobs: Vec<J>) -> Vec<T> {
-    if jobs.len() <= 1 {
-        return jobs.into_iter().map(|j| j()).collect();
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = jobs.into_iter().map(|j| s.spawn(j)).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
 }
 
 /// Appends the union of the sorted `a` and `b` to `out`, sorted: an entry

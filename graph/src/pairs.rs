@@ -13,7 +13,8 @@
 //! each). Pairs that do not pack are scattered the same way, by the top
 //! bits of the followed id, and each bucket is sorted by comparison.
 
-use crate::on_threads;
+use crate::parallel::on_threads;
+use crate::sort::radix_sort_by;
 
 /// Keys per bucket aimed at: 128 KiB, twice over (keys and scratch) in L2.
 const BUCKET: usize = 1 << 14;
@@ -265,10 +266,8 @@ impl Split {
             } => {
                 let (shift, mask) = (*shift, (1u64 << shift) - 1);
                 let mut scratch = Vec::new();
-                let sort = |keys: &mut Vec<u64>| {
-                    scratch.resize(keys.len(), 0);
-                    radix_sort(keys, &mut scratch);
-                };
+                let sort =
+                    |keys: &mut Vec<u64>| radix_sort_by::<_, 8>(keys, &mut scratch, 64, |&k| k);
                 gather(parts, w * buckets..(w + 1) * buckets, sort, |k| {
                     f(k >> shift, k & mask)
                 });
@@ -280,43 +279,6 @@ impl Split {
                 });
             }
         }
-    }
-}
-
-/// Sorts `keys` by their bytes from the lowest, skipping the bytes that are
-/// the same in every key (the high ones, for small ids or a bucket's top
-/// bits); `scratch` is at least as long.
-fn radix_sort(keys: &mut [u64], scratch: &mut [u64]) {
-    let n = keys.len();
-    let mut counts = [[0usize; 256]; 8];
-    for &k in keys.iter() {
-        for (d, c) in counts.iter_mut().enumerate() {
-            c[(k >> (8 * d)) as usize & 0xff] += 1;
-        }
-    }
-    let (mut from, mut to) = (keys, &mut scratch[..n]);
-    let mut swapped = false;
-    for (d, c) in counts.iter().enumerate() {
-        if c.contains(&n) {
-            continue;
-        }
-        let mut at = [0usize; 256];
-        let mut sum = 0;
-        for (slot, &count) in at.iter_mut().zip(c) {
-            *slot = sum;
-            sum += count;
-        }
-        for &k in from.iter() {
-            let b = (k >> (8 * d)) as usize & 0xff;
-            to[at[b]] = k;
-            at[b] += 1;
-        }
-        std::mem::swap(&mut from, &mut to);
-        swapped = !swapped;
-    }
-    if swapped {
-        // The sorted keys are in `scratch`.
-        to.copy_from_slice(from);
     }
 }
 

@@ -11,16 +11,16 @@
 //! Per epoch e, in order:
 //! 1. cut: per partition a position range (by count, reproducible; or by
 //!    time, recorded before anything of e is published);
-//! 2. log ([`epoch_log`]): `streams/<wid>/epochs/<e>/g<gen>/part-<p>`: the
+//! 2. log (`epoch_log`): `streams/<wid>/epochs/<e>/g<gen>/part-<p>`: the
 //!    range, and in `sync`/`async` mode the edges and malformed records;
 //!    `none` logs only the range. `sync` waits for the parts before the
 //!    online update; `async` overlaps them with it;
-//! 3. online update of the epoch's edges ([`state`]);
+//! 3. online update of the epoch's edges (`state`);
 //! 4. `COMMIT(e)` (write-once, after every part and after `COMMIT(e-1)`),
 //!    then the output `outputs/<wid>/online/<e>` (and `rejected/<e>`),
-//!    compared byte for byte if it exists ([`committer`]); every K epochs
+//!    compared byte for byte if it exists (`committer`); every K epochs
 //!    a snapshot of the graph, valid only with its MANIFEST, written last
-//!    ([`snapshot`]).
+//!    (`snapshot`).
 //!
 //! Every start of the task is a recovery ([`recovery`]): the committed
 //! prefix of epochs is found; the online state is rebuilt from the newest

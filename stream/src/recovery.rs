@@ -2,7 +2,7 @@
 //! holds it decides ([`plan`], a pure function of the committed prefix and
 //! of which outputs exist) at which epoch to rebuild the online state and
 //! which committed epochs to apply again one by one, comparing their
-//! outputs; [`rebuild`] builds the state from the newest snapshot and the
+//! outputs; `rebuild` builds the state from the newest snapshot and the
 //! logs after it.
 
 use std::collections::HashSet;

@@ -6,9 +6,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use exoflow_graph::differential::Differential;
-use exoflow_graph::online::{EdgesLater, Layered, Online};
-use exoflow_graph::recompute::Recompute;
+use exoflow_graph::online::{Differential, EdgesLater, Layered, Online, Recompute};
 use exoflow_graph::{format_fixed, EdgeOp};
 use exoflow_ingest::edge::{Edge, Op};
 use exoflow_ingest::source::{BadRecord, Source};

@@ -19,8 +19,7 @@
 //! for bit.
 //!
 //! ```
-//! use exoflow_graph::online::Online;
-//! use exoflow_graph::recompute::Recompute;
+//! use exoflow_graph::online::{Online, Recompute};
 //! use exoflow_graph::{reference, EdgeOp};
 //! let mut online = Recompute::new(2);
 //! online.apply(&[EdgeOp::insert(1, 2), EdgeOp::insert(1, 3)]).unwrap();
@@ -30,10 +29,12 @@
 //! assert_eq!(u.changes.len(), 2);
 //! ```
 
-use crate::online::{Found, Online, OnlineError, Update};
+use super::{Found, Online, OnlineError, Update};
 use crate::packed::{node_room, room, with_room, Packed};
+use crate::parallel::{balanced, even_cuts, on_threads, par_ranges, run_bounds};
+use crate::sort::radix_sort_by;
 use crate::table::row_hash;
-use crate::{on_threads, term, EdgeOp, IdIndex, IdMap, Overflow};
+use crate::{term, EdgeOp, IdIndex, IdMap, Overflow};
 
 /// The recomputing implementation.
 #[derive(Debug, Default)]
@@ -556,28 +557,6 @@ impl Recompute {
     }
 }
 
-/// `0..len` (the items that `weights` weighs) cut into at most `parts`
-/// consecutive ranges of about `total / parts` weight each.
-fn balanced(
-    parts: usize,
-    total: usize,
-    weights: impl ExactSizeIterator<Item = usize>,
-) -> Vec<std::ops::Range<usize>> {
-    let len = weights.len();
-    let per = total.div_ceil(parts.max(1)).max(1);
-    let mut ranges = Vec::with_capacity(parts);
-    let (mut start, mut acc) = (0, 0);
-    for (i, w) in weights.enumerate() {
-        acc += w;
-        if acc >= per && ranges.len() + 1 < parts {
-            ranges.push(start..i + 1);
-            (start, acc) = (i + 1, 0);
-        }
-    }
-    ranges.push(start..len);
-    ranges
-}
-
 /// `items` sorted by key (below `n`), keeping their order within a key: a
 /// merge sort when they are few next to `n`, else a radix sort on digits
 /// of 11 bits (two passes for up to 4M nodes), whose counts stay in the
@@ -588,53 +567,9 @@ fn sort_by_key_stable<T: Copy>(n: usize, mut items: Vec<(u32, T)>) -> Vec<(u32, 
         items.sort_by_key(|item| item.0);
         return items;
     }
-    const BITS: u32 = 11;
     let bits = usize::BITS - n.leading_zeros();
-    let mut other = items.clone();
-    let mut shift = 0;
-    while shift < bits {
-        let digit = |item: &(u32, T)| ((item.0 >> shift) & ((1 << BITS) - 1)) as usize;
-        let mut start = [0usize; (1 << BITS) + 1];
-        for item in &items {
-            start[digit(item) + 1] += 1;
-        }
-        for d in 0..1 << BITS {
-            start[d + 1] += start[d];
-        }
-        for item in &items {
-            let slot = &mut start[digit(item)];
-            other[*slot] = *item;
-            *slot += 1;
-        }
-        std::mem::swap(&mut items, &mut other);
-        shift += BITS;
-    }
+    radix_sort_by::<_, 11>(&mut items, &mut Vec::new(), bits, |item| u64::from(item.0));
     items
-}
-
-/// Where to cut `items`, sorted by key, into at most `parts` runs of
-/// about equal length that keep each key in one run: the index of each
-/// run's first item after the first run's (ascending).
-fn even_cuts<T>(items: &[(u32, T)], parts: usize) -> Vec<usize> {
-    let mut cuts: Vec<usize> = Vec::new();
-    for t in 1..parts {
-        let mut i = (items.len() * t / parts).max(cuts.last().map_or(1, |&c| c + 1));
-        while i < items.len() && items[i - 1].0 == items[i].0 {
-            i += 1;
-        }
-        if i < items.len() {
-            cuts.push(i);
-        }
-    }
-    cuts
-}
-
-/// The runs that `cuts` (from [`even_cuts`]) make of `len` items.
-fn run_bounds(cuts: &[usize], len: usize) -> Vec<std::ops::Range<usize>> {
-    let mut starts = vec![0];
-    starts.extend_from_slice(cuts);
-    let ends = cuts.iter().copied().chain([len]);
-    starts.into_iter().zip(ends).map(|(a, b)| a..b).collect()
 }
 
 /// What one thread's edits of the follower lists did.
@@ -910,34 +845,6 @@ impl Recompute {
     }
 }
 
-/// Runs `f` on each range of `data` (split at the ranges' bounds), on its
-/// own thread when there are several; the results in range order, or the
-/// first error. A panic in `f` goes on in the caller.
-fn par_ranges<T, R, F>(
-    ranges: &[std::ops::Range<usize>],
-    data: &mut [T],
-    f: F,
-) -> Result<Vec<R>, Overflow>
-where
-    T: Send,
-    R: Send,
-    F: Fn(std::ops::Range<usize>, &mut [T]) -> Result<R, Overflow> + Sync,
-{
-    if ranges.len() <= 1 {
-        return Ok(vec![f(0..data.len(), data)?]);
-    }
-    let mut jobs = Vec::with_capacity(ranges.len());
-    let mut rest = data;
-    let f = &f;
-    for r in ranges {
-        let (head, tail) = rest.split_at_mut(r.len());
-        let r = r.clone();
-        jobs.push(move || f(r, head));
-        rest = tail;
-    }
-    on_threads(jobs).into_iter().collect()
-}
-
 impl Online for Recompute {
     fn apply(&mut self, ops: &[EdgeOp]) -> Result<Update, OnlineError> {
         // The table before: who was in it, with which value.
@@ -1002,7 +909,7 @@ impl Online for Recompute {
         sorted_edges(&self.ids, &self.followers, self.edge_count, self.threads)
     }
 
-    fn edges_later(&self) -> crate::online::EdgesLater {
+    fn edges_later(&self) -> super::EdgesLater {
         // A copy of the ids and the packed lists: a few flat arrays.
         let (ids, followers) = (self.ids.clone(), self.followers.clone());
         let (edge_count, threads) = (self.edge_count, self.threads);

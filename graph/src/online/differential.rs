@@ -27,8 +27,7 @@
 //! [`Differential`] value; each epoch is one timestamp of the input.
 //!
 //! ```
-//! use exoflow_graph::differential::Differential;
-//! use exoflow_graph::online::Online;
+//! use exoflow_graph::online::{Differential, Online};
 //! use exoflow_graph::{EdgeOp, ONE};
 //! let mut online = Differential::new(2).unwrap();
 //! online.apply(&[EdgeOp::insert(1, 2), EdgeOp::insert(1, 3)]).unwrap();
@@ -50,7 +49,7 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::ProbeHandle;
 use timely::order::Product;
 
-use crate::online::{Counts, Found, Online, OnlineError, Update};
+use super::{Counts, Found, Online, OnlineError, Update};
 use crate::{term, EdgeOp, IdMap, Overflow};
 
 /// Multiplicities: values up to `u64::MAX + 1` and their sums fit.
