@@ -1201,3 +1201,56 @@ fn misuse_of_a_running_or_damaged_job_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(err.contains("bucket does not exist"), "{err}");
 }
+
+/// A store written by the build that introduced format version 1 (a job
+/// killed right after COMMIT(6), before its output; `fixtures/` says how it
+/// was made) resumes with this build to the outputs of an uninterrupted
+/// run: a change of the stored formats must bump the version, and then
+/// this store is refused with an error naming it.
+#[test]
+fn a_store_of_format_version_1_resumes_to_the_same_outputs() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-format-1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    copy_dir(&fixture, &store);
+    let extra = [
+        "--epoch-edges",
+        "250",
+        "--batch-every",
+        "4",
+        "--epochs",
+        "12",
+        "--workers",
+        "2",
+    ];
+    let source = "gen:rmat?scale=8&edge-factor=16&seed=3";
+    let before = outputs(&store);
+    assert_eq!(
+        before
+            .keys()
+            .filter(|k| k.starts_with("job/online"))
+            .count(),
+        5
+    );
+    check_ok(resume(&store, &[]), "resume of the version 1 store");
+    let (_reference, want) = uninterrupted(source, "sync", &extra);
+    let got = outputs(&store);
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "the resumed outputs differ from an uninterrupted run's"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture").flatten() {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy fixture");
+        }
+    }
+}
