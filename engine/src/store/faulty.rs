@@ -1,4 +1,4 @@
-//! A fault-injecting store wrapper for tests: a seeded fraction of requests
+//! A fault-injecting store wrapper for tests (feature `testing`): a seeded fraction of requests
 //! fail before reaching the store, fail after it acted (the answer is lost), or
 //! stall.
 

@@ -20,6 +20,7 @@
 //! [`faulty::FaultyStore`] (seeded injected failures and stalls, for tests).
 
 mod commit_log;
+#[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod local;
 pub mod memory;
@@ -200,8 +201,8 @@ pub(crate) fn compare_existing(
 }
 
 /// The conformance suite every backend must pass; backends call it from their
-/// tests (`store::conformance::run_all(&store)`).
-#[doc(hidden)]
+/// tests (`store::conformance::run_all(&store)`). Feature `testing`.
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance {
     use super::*;
 
