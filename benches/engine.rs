@@ -48,7 +48,13 @@ fn register(engine: &Engine, mode: Checkpoint) {
 /// Submits `runs` runs of `dag` at once and waits for all.
 fn burst(engine: &Engine, dag: &str, runs: usize) {
     let handles: Vec<_> = (0..runs)
-        .map(|_| engine.submit::<(), ()>(dag, None, &()).expect("submit"))
+        .map(|_| {
+            engine
+                .workflow::<()>(dag)
+                .args(&())
+                .submit()
+                .expect("submit")
+        })
         .collect();
     for h in handles {
         h.wait().expect("run");
@@ -121,7 +127,11 @@ fn hop(
     });
     let wf = dag.finish(consume).expect("dag");
     let wid = WorkflowId::new(format!("hop-{tag}-{n}")).expect("id");
-    let h = engine.submit_workflow(&wid, &wf).expect("submit");
+    let h = engine
+        .workflow_of(&wf)
+        .id(wid.clone())
+        .submit()
+        .expect("submit");
     h.wait().expect("run");
     let t = h.timings();
     let end = t
@@ -283,7 +293,7 @@ fn fig8b(c: &mut Criterion) {
             });
             let wf = dag.finish(batch).expect("dag");
             let wid = WorkflowId::new(format!("mem-{n}")).expect("id");
-            *engine.run_workflow(&wid, &wf).expect("run")
+            *engine.workflow_of(&wf).id(wid.clone()).run().expect("run")
         })
     });
     g.bench_function(
@@ -299,7 +309,9 @@ fn fig8b(c: &mut Criterion) {
                 let wf = dag.finish(snap).expect("dag");
                 let wid = WorkflowId::new(format!("store-{n}")).expect("id");
                 engine
-                    .submit_workflow(&wid, &wf)
+                    .workflow_of(&wf)
+                    .id(wid.clone())
+                    .submit()
                     .expect("submit")
                     .wait()
                     .expect("run");
@@ -315,7 +327,7 @@ fn fig8b(c: &mut Criterion) {
                 });
                 let wf = dag.finish(batch).expect("dag");
                 let wid = WorkflowId::new(format!("read-{n}")).expect("id");
-                *engine.run_workflow(&wid, &wf).expect("run")
+                *engine.workflow_of(&wf).id(wid.clone()).run().expect("run")
             })
         },
     );

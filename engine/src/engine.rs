@@ -220,54 +220,7 @@ impl Engine {
         f(args)
     }
 
-    /// Runs the registered DAG `dag` with `args` under `wid` (a fresh id if
-    /// `None`) and waits for its output.
-    pub fn run<A: Serialize, O: Data>(
-        &self,
-        dag: &str,
-        wid: Option<WorkflowId>,
-        args: &A,
-    ) -> Result<Arc<O>, EngineError> {
-        self.submit::<A, O>(dag, wid, args)?.wait()
-    }
-
-    /// Starts the registered DAG `dag`; returns at once.
-    pub fn submit<A: Serialize, O: Data>(
-        &self,
-        dag: &str,
-        wid: Option<WorkflowId>,
-        args: &A,
-    ) -> Result<RunHandle<O>, EngineError> {
-        let args = serde_json::to_vec(args)
-            .map_err(|e| EngineError::Internal(format!("encoding arguments: {e}")))?;
-        let built = self.build(dag, &args)?;
-        let wid = match wid {
-            Some(w) => w,
-            None => self.fresh_id(dag)?,
-        };
-        self.start_new(wid, dag.to_owned(), args, built)
-    }
-
-    /// Runs an unregistered workflow under `wid` and waits for its output.
-    /// Resume it with [`Engine::resume_workflow`] and the same DAG.
-    pub fn run_workflow<O: Data>(
-        &self,
-        wid: &WorkflowId,
-        wf: &Workflow<O>,
-    ) -> Result<Arc<O>, EngineError> {
-        self.submit_workflow(wid, wf)?.wait()
-    }
-
-    /// Starts an unregistered workflow; returns at once.
-    pub fn submit_workflow<O: Data>(
-        &self,
-        wid: &WorkflowId,
-        wf: &Workflow<O>,
-    ) -> Result<RunHandle<O>, EngineError> {
-        self.start_new(wid.clone(), String::new(), Vec::new(), wf.clone().erase())
-    }
-
-    fn fresh_id(&self, dag: &str) -> Result<WorkflowId, EngineError> {
+    pub(crate) fn fresh_id(&self, dag: &str) -> Result<WorkflowId, EngineError> {
         let n = self.core.counter.fetch_add(1, Ordering::Relaxed);
         Ok(WorkflowId::new(format!(
             "{dag}.{}.{n}",
@@ -296,7 +249,7 @@ impl Engine {
         })
     }
 
-    fn start_new<O: Data>(
+    pub(crate) fn start_new<O: Data>(
         &self,
         wid: WorkflowId,
         dag_name: String,

@@ -116,6 +116,9 @@ pub enum EngineError {
     /// The output is not of the type asked for.
     #[error("workflow {0}: its output is not of the requested type")]
     OutputType(WorkflowId),
+    /// The engine's API was used in a way that cannot work.
+    #[error("{0}")]
+    Usage(&'static str),
     /// Something the engine itself got wrong.
     #[error("internal error: {0}")]
     Internal(String),

@@ -35,7 +35,7 @@
 //!     dag.finish(total)
 //! })?;
 //! let wid = WorkflowId::new("example-1")?;
-//! let out: Arc<u64> = engine.run("sum-of-squares", Some(wid.clone()), &10u64)?;
+//! let out: Arc<u64> = engine.workflow("sum-of-squares").args(&10u64).id(wid.clone()).run()?;
 //! assert_eq!(*out, 385);
 //! // Resuming a finished workflow whose output is not stored is refused;
 //! // its state is recorded:
@@ -77,11 +77,11 @@
 //! };
 //! let wid = WorkflowId::new("nightly")?;
 //! let engine = Engine::new(store.clone());
-//! assert!(engine.run_workflow(&wid, &build()?).is_err());
+//! assert!(engine.workflow_of(&build()?).id(wid.clone()).run().is_err());
 //! broken.store(false, Ordering::SeqCst);
 //! // A new engine (think: a restarted process) resumes it.
 //! let engine = Engine::new(store);
-//! assert_eq!(*engine.resume_workflow(&wid, &build()?, ResumeOptions::default())?, 6);
+//! assert_eq!(*engine.resume(&wid).rebuilt_from(&build()?).run()?, 6);
 //! assert_eq!(loads.load(Ordering::SeqCst), 1, "`load` was committed: not run again");
 //! # Ok(())
 //! # }
@@ -103,12 +103,12 @@
 //!     dag.finish(t)
 //! })?;
 //! // Fresh ids each run; submit returns at once, wait gives the output.
-//! let runs: Vec<_> = (0..10u64).map(|x| engine.submit::<u64, u64>("double", None, &x)).collect::<Result<_, _>>()?;
+//! let runs: Vec<_> = (0..10u64).map(|x| engine.workflow::<u64>("double").args(&x).submit()).collect::<Result<_, _>>()?;
 //! for (x, run) in runs.iter().enumerate() {
 //!     assert_eq!(*run.wait()?, 2 * x as u64);
 //! }
 //! let wid = WorkflowId::new("double-7")?;
-//! engine.run::<u64, u64>("double", Some(wid.clone()), &7)?;
+//! engine.workflow::<u64>("double").args(&7).id(wid.clone()).run()?;
 //! assert_eq!(engine.list()?.len(), 11);
 //! assert_eq!(engine.status(&wid)?.state, State::Successful);
 //! // A task's committed output and its timing record (ready, start, end, durable).
@@ -152,6 +152,7 @@ pub mod error;
 pub mod failpoint;
 pub mod id;
 pub mod journal;
+mod launch;
 mod layout;
 mod lease;
 mod plan;
@@ -167,6 +168,7 @@ pub use dag::{Dag, DagError, Data, TaskRef, Workflow};
 pub use engine::{Engine, ResumeOptions, RunHandle};
 pub use error::EngineError;
 pub use id::WorkflowId;
+pub use launch::Launch;
 pub use runtime::EngineOptions;
 pub use status::{State, WorkflowInfo};
 pub use task::{Checkpoint, Failure, TaskError, TaskOptions, TaskResult, Timing, TimingRecord};

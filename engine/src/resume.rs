@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::{self, Kind};
-use crate::dag::{Built, Data, Workflow};
+use crate::dag::{Built, Data};
 use crate::engine::{Engine, ResumeOptions, RunHandle};
 use crate::error::EngineError;
 use crate::id::WorkflowId;
@@ -19,45 +19,7 @@ use crate::run::Run;
 use crate::status::{decide_resume, now_ms, Decision, Meta, State, StatusRecord};
 
 impl Engine {
-    /// Resumes a workflow of a registered DAG and waits for its output.
-    pub fn resume<O: Data>(
-        &self,
-        wid: &WorkflowId,
-        opts: ResumeOptions,
-    ) -> Result<Arc<O>, EngineError> {
-        self.resume_submit::<O>(wid, opts)?.wait()
-    }
-
-    /// Resumes a workflow of a registered DAG; returns at once.
-    pub fn resume_submit<O: Data>(
-        &self,
-        wid: &WorkflowId,
-        opts: ResumeOptions,
-    ) -> Result<RunHandle<O>, EngineError> {
-        self.resume_inner(wid, None, opts)
-    }
-
-    /// Resumes an unregistered workflow, rebuilt by the caller from the same code.
-    pub fn resume_workflow<O: Data>(
-        &self,
-        wid: &WorkflowId,
-        wf: &Workflow<O>,
-        opts: ResumeOptions,
-    ) -> Result<Arc<O>, EngineError> {
-        self.resume_submit_workflow(wid, wf, opts)?.wait()
-    }
-
-    /// Resumes an unregistered workflow; returns at once.
-    pub fn resume_submit_workflow<O: Data>(
-        &self,
-        wid: &WorkflowId,
-        wf: &Workflow<O>,
-        opts: ResumeOptions,
-    ) -> Result<RunHandle<O>, EngineError> {
-        self.resume_inner(wid, Some(wf.clone().erase()), opts)
-    }
-
-    fn resume_inner<O: Data>(
+    pub(crate) fn resume_inner<O: Data>(
         &self,
         wid: &WorkflowId,
         given: Option<Arc<Built>>,

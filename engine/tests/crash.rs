@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use exoflow_engine::store::local::LocalStore;
 use exoflow_engine::store::Store;
 use exoflow_engine::{
-    Dag, Engine, EngineOptions, Failure, ResumeOptions, TaskOptions, TaskRef, Workflow, WorkflowId,
+    Dag, Engine, EngineOptions, Failure, TaskOptions, TaskRef, Workflow, WorkflowId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -119,9 +119,9 @@ fn crash_child_entry() {
             .expect("read meta")
             .is_some();
     let out = if exists {
-        engine.resume_workflow(&wid, &wf, ResumeOptions::default())
+        engine.resume(&wid).rebuilt_from(&wf).run()
     } else {
-        engine.run_workflow(&wid, &wf)
+        engine.workflow_of(&wf).id(wid.clone()).run()
     }
     .unwrap_or_else(|e| panic!("workflow failed: {e}"));
     std::fs::write(result, out.to_string()).expect("write result");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use exoflow_engine::store::s3::{S3Config, S3Store};
 use exoflow_engine::store::{conformance, Store, StoreError};
-use exoflow_engine::{Dag, Engine, ResumeOptions, TaskOptions, WorkflowId};
+use exoflow_engine::{Dag, Engine, TaskOptions, WorkflowId};
 use exoflow_testkit::Moto;
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -55,14 +55,16 @@ fn a_workflow_runs_and_resumes_on_s3() -> R {
     let wid = WorkflowId::new("s3-wf")?;
     {
         let engine = Engine::new(store.clone());
-        assert_eq!(*engine.run_workflow(&wid, &build())?, 6000);
+        assert_eq!(*engine.workflow_of(&build()).id(wid.clone()).run()?, 6000);
     }
     let engine = Engine::new(store.clone());
     assert_eq!(engine.task_output::<u64>(&wid, "0001.b")?, Some(3000));
     let info = engine.status(&wid)?;
     assert_eq!(info.state, exoflow_engine::State::Successful);
     let err = engine
-        .resume_workflow(&wid, &build(), ResumeOptions::default())
+        .resume(&wid)
+        .rebuilt_from(&build())
+        .run()
         .err()
         .ok_or("skip output not stored")?;
     assert!(err.to_string().contains("not stored"), "{err}");

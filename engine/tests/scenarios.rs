@@ -92,7 +92,7 @@ fn a_dag_with_every_checkpoint_mode_returns_its_output() -> R {
         ],
         Arc::new(AtomicBool::new(false)),
     );
-    let out = engine.run_workflow(&wid("w1"), &wf)?;
+    let out = engine.workflow_of(&wf).id(wid("w1")).run()?;
     assert_eq!(*out, 606);
     // Sync and Async outputs are stored, Skip ones are not.
     let a: Option<Vec<u64>> = engine.task_output(&wid("w1"), wf.task_id("a").ok_or("a")?)?;
@@ -133,7 +133,11 @@ fn resume_runs_only_what_is_not_committed_and_recomputes_skipped_inputs() -> R {
         ],
         fail.clone(),
     );
-    let err = engine.run_workflow(&wid("w2"), &wf).expect_err("d fails");
+    let err = engine
+        .workflow_of(&wf)
+        .id(wid("w2"))
+        .run()
+        .expect_err("d fails");
     assert!(
         matches!(err, EngineError::TaskFailed { ref error, .. } if error.task == "d"),
         "{err}"
@@ -151,7 +155,7 @@ fn resume_runs_only_what_is_not_committed_and_recomputes_skipped_inputs() -> R {
     );
 
     fail.store(false, Ordering::SeqCst);
-    let out = engine.resume_workflow(&wid("w2"), &wf, ResumeOptions::default())?;
+    let out = engine.resume(&wid("w2")).rebuilt_from(&wf).run()?;
     assert_eq!(*out, 606);
     // a and b were committed and are not run again; c (Skip) is recomputed.
     assert_eq!(
@@ -164,7 +168,7 @@ fn resume_runs_only_what_is_not_committed_and_recomputes_skipped_inputs() -> R {
         (1, 1, 2, 2)
     );
     // Resuming a finished workflow returns the stored output without running anything.
-    let again = engine.resume_workflow(&wid("w2"), &wf, ResumeOptions::default())?;
+    let again = engine.resume(&wid("w2")).rebuilt_from(&wf).run()?;
     assert_eq!(*again, 606);
     assert_eq!(counts.get("d"), 2);
     Ok(())
@@ -204,7 +208,7 @@ fn retries_with_backoff_then_success_and_catch_errors_turns_failure_into_a_value
         },
     );
     let wf = dag.finish(out)?;
-    let out = engine.run_workflow(&wid("retry"), &wf)?;
+    let out = engine.workflow_of(&wf).id(wid("retry")).run()?;
     assert_eq!(*out, (3, Err((3, "always".to_owned()))));
     Ok(())
 }
@@ -221,7 +225,11 @@ fn a_task_failure_without_catch_fails_the_workflow_with_the_task_error() -> R {
         |_| -> Result<u8, Failure> { panic!("boom") },
     );
     let wf = dag.finish(t)?;
-    let err = engine.run_workflow(&wid("p"), &wf).expect_err("fails");
+    let err = engine
+        .workflow_of(&wf)
+        .id(wid("p"))
+        .run()
+        .expect_err("fails");
     let text = err.to_string();
     assert!(
         text.contains("panics") && text.contains("boom") && text.contains("2 attempt"),
@@ -291,7 +299,7 @@ fn a_child_of_an_async_parent_runs_at_once_but_commits_after_the_parent() -> R {
         Ok(v + 1)
     });
     let wf = dag.finish(child)?;
-    assert_eq!(*engine.run_workflow(&wid("async"), &wf)?, 8);
+    assert_eq!(*engine.workflow_of(&wf).id(wid("async")).run()?, 8);
     assert!(
         child_started_before_parent_durable.load(Ordering::SeqCst),
         "Async lets the child start on the in-memory value"
@@ -326,7 +334,7 @@ fn a_sync_child_starts_only_after_its_parent_is_durable() -> R {
         Ok(v + 1)
     });
     let wf = dag.finish(child)?;
-    assert_eq!(*engine.run_workflow(&wid("sync"), &wf)?, 8);
+    assert_eq!(*engine.workflow_of(&wf).id(wid("sync")).run()?, 8);
     Ok(())
 }
 
@@ -346,7 +354,7 @@ fn a_corrupt_committed_output_is_an_error_naming_its_key() -> R {
         ],
         fail.clone(),
     );
-    assert!(engine.run_workflow(&wid("c"), &wf).is_err());
+    assert!(engine.workflow_of(&wf).id(wid("c")).run().is_err());
     let key = "workflows/c/tasks/0001.b";
     for (what, damage) in [
         (
@@ -365,16 +373,15 @@ fn a_corrupt_committed_output_is_an_error_naming_its_key() -> R {
         assert!(store.tamper(key, |v| damage(v)), "{what}");
         fail.store(false, Ordering::SeqCst);
         let err = engine
-            .resume_workflow(&wid("c"), &wf, ResumeOptions::default())
+            .resume(&wid("c"))
+            .rebuilt_from(&wf)
+            .run()
             .expect_err(what);
         assert!(matches!(err, EngineError::Decode(_)), "{what}: {err}");
         assert!(err.to_string().contains(key), "{what}: {err}");
         assert!(store.tamper(key, |v| *v = original.clone()));
     }
-    assert_eq!(
-        *engine.resume_workflow(&wid("c"), &wf, ResumeOptions::default())?,
-        606
-    );
+    assert_eq!(*engine.resume(&wid("c")).rebuilt_from(&wf).run()?, 606);
     Ok(())
 }
 
@@ -404,12 +411,12 @@ fn a_registered_dag_runs_many_times_with_fresh_ids_and_every_run_is_listed() -> 
     let engine = fast_engine(store.clone());
     register_nop(&engine)?;
     let handles: Vec<_> = (0..300u32)
-        .map(|i| engine.submit::<u32, u32>("nop", None, &i))
+        .map(|i| engine.workflow::<u32>("nop").args(&i).submit())
         .collect::<Result<_, _>>()?;
     for (i, h) in handles.iter().enumerate() {
         assert_eq!(*h.wait()?, i as u32);
     }
-    let fan: Arc<u64> = engine.run("fan", Some(wid("fan-1")), &10u32)?;
+    let fan: Arc<u64> = engine.workflow("fan").args(&10u32).id(wid("fan-1")).run()?;
     assert_eq!(*fan, 45);
     let list = engine.list()?;
     assert_eq!(list.len(), 301);
@@ -424,10 +431,7 @@ fn a_registered_dag_runs_many_times_with_fresh_ids_and_every_run_is_listed() -> 
     // A fresh engine (a restart) resumes a registered DAG by id alone.
     let engine2 = fast_engine(store.clone());
     register_nop(&engine2)?;
-    assert_eq!(
-        *engine2.resume::<u64>(&wid("fan-1"), ResumeOptions::default())?,
-        45
-    );
+    assert_eq!(*engine2.resume::<u64>(&wid("fan-1")).run()?, 45);
     Ok(())
 }
 
@@ -435,12 +439,15 @@ fn a_registered_dag_runs_many_times_with_fresh_ids_and_every_run_is_listed() -> 
 fn an_unknown_dag_or_workflow_is_a_clear_error() -> R {
     let engine = fast_engine(Arc::new(MemStore::new()));
     let err = engine
-        .run::<u32, u32>("nope", None, &1)
+        .workflow::<u32>("nope")
+        .args(&1)
+        .run()
         .err()
         .ok_or("error expected")?;
     assert!(err.to_string().contains("no DAG named \"nope\""), "{err}");
     let err = engine
-        .resume::<u32>(&wid("ghost"), ResumeOptions::default())
+        .resume::<u32>(&wid("ghost"))
+        .run()
         .err()
         .ok_or("error expected")?;
     assert!(matches!(err, EngineError::NotFound { .. }), "{err}");
@@ -452,9 +459,16 @@ fn an_unknown_dag_or_workflow_is_a_clear_error() -> R {
 fn running_an_existing_id_is_refused() -> R {
     let engine = fast_engine(Arc::new(MemStore::new()));
     register_nop(&engine)?;
-    engine.run::<u32, u64>("fan", Some(wid("dup")), &3)?;
+    engine
+        .workflow::<u64>("fan")
+        .args(&3)
+        .id(wid("dup"))
+        .run()?;
     let err = engine
-        .run::<u32, u64>("fan", Some(wid("dup")), &3)
+        .workflow::<u64>("fan")
+        .args(&3)
+        .id(wid("dup"))
+        .run()
         .err()
         .ok_or("error expected")?;
     assert!(matches!(err, EngineError::AlreadyExists(_)), "{err}");
@@ -491,7 +505,10 @@ fn cancel_from_another_engine_reaches_the_owner_through_the_store() -> R {
     let store: SharedStore = Arc::new(MemStore::new());
     let owner = fast_engine(store.clone());
     let started = Arc::new(AtomicBool::new(false));
-    let h = owner.submit_workflow(&wid("long"), &blocking_workflow(started.clone()))?;
+    let h = owner
+        .workflow_of(&blocking_workflow(started.clone()))
+        .id(wid("long"))
+        .submit()?;
     wait_for(&started);
     let other = fast_engine(store.clone());
     other.cancel(&wid("long"))?;
@@ -499,11 +516,9 @@ fn cancel_from_another_engine_reaches_the_owner_through_the_store() -> R {
     assert!(matches!(err, EngineError::Canceled(_)), "{err}");
     assert_eq!(other.status(&wid("long"))?.state, State::Canceled);
     let err = other
-        .resume_workflow(
-            &wid("long"),
-            &blocking_workflow(started),
-            ResumeOptions::default(),
-        )
+        .resume(&wid("long"))
+        .rebuilt_from(&blocking_workflow(started))
+        .run()
         .err()
         .ok_or("refused")?;
     assert!(err.to_string().contains("canceled"), "{err}");
@@ -515,15 +530,16 @@ fn a_second_resumer_is_refused_while_the_owner_lives_and_force_takes_over_and_fe
     let store: SharedStore = Arc::new(MemStore::new());
     let a = fast_engine(store.clone());
     let started = Arc::new(AtomicBool::new(false));
-    let h = a.submit_workflow(&wid("own"), &blocking_workflow(started.clone()))?;
+    let h = a
+        .workflow_of(&blocking_workflow(started.clone()))
+        .id(wid("own"))
+        .submit()?;
     wait_for(&started);
     let b = fast_engine(store.clone());
     let err = b
-        .resume_workflow(
-            &wid("own"),
-            &blocking_workflow(Arc::new(AtomicBool::new(false))),
-            ResumeOptions::default(),
-        )
+        .resume(&wid("own"))
+        .rebuilt_from(&blocking_workflow(Arc::new(AtomicBool::new(false))))
+        .run()
         .err()
         .ok_or("refused")?;
     assert!(matches!(err, EngineError::Owned { .. }), "{err}");
@@ -531,14 +547,14 @@ fn a_second_resumer_is_refused_while_the_owner_lives_and_force_takes_over_and_fe
 
     // Forced takeover: b's run becomes the owner with generation 2 ...
     let b_started = Arc::new(AtomicBool::new(false));
-    let hb = b.resume_submit_workflow(
-        &wid("own"),
-        &blocking_workflow(b_started.clone()),
-        ResumeOptions {
+    let hb = b
+        .resume(&wid("own"))
+        .rebuilt_from(&blocking_workflow(b_started.clone()))
+        .options(ResumeOptions {
             force: true,
             wait: false,
-        },
-    )?;
+        })
+        .submit()?;
     wait_for(&b_started);
     // ... and a, at its next lease renewal, learns it was displaced and stops
     // without writing anything more.
@@ -571,7 +587,7 @@ fn an_expired_lease_of_a_remote_owner_is_taken_over_after_waiting() -> R {
         ],
         Arc::new(AtomicBool::new(true)),
     );
-    assert!(engine.run_workflow(&wid("remote"), &wf).is_err());
+    assert!(engine.workflow_of(&wf).id(wid("remote")).run().is_err());
     let cur = store.list("workflows/remote/status/")?.len() as u64;
     let rec = StatusRecord {
         version: cur + 1,
@@ -603,18 +619,20 @@ fn an_expired_lease_of_a_remote_owner_is_taken_over_after_waiting() -> R {
         Arc::new(AtomicBool::new(false)),
     );
     let err = engine
-        .resume_workflow(&wid("remote"), &wf2, ResumeOptions::default())
+        .resume(&wid("remote"))
+        .rebuilt_from(&wf2)
+        .run()
         .err()
         .ok_or("owned")?;
     assert!(err.to_string().contains("another-host.invalid"), "{err}");
-    let out = engine.resume_workflow(
-        &wid("remote"),
-        &wf2,
-        ResumeOptions {
+    let out = engine
+        .resume(&wid("remote"))
+        .rebuilt_from(&wf2)
+        .options(ResumeOptions {
             force: false,
             wait: true,
-        },
-    )?;
+        })
+        .run()?;
     assert_eq!(*out, 606);
     assert_eq!(engine.status(&wid("remote"))?.generation, 6);
     assert_eq!(counts2.get("a"), 0, "committed tasks are not rerun");
@@ -633,7 +651,10 @@ fn stop_leaves_a_resumable_workflow() -> R {
     let store: SharedStore = Arc::new(MemStore::new());
     let engine = fast_engine(store.clone());
     let started = Arc::new(AtomicBool::new(false));
-    let h = engine.submit_workflow(&wid("stoppable"), &blocking_workflow(started.clone()))?;
+    let h = engine
+        .workflow_of(&blocking_workflow(started.clone()))
+        .id(wid("stoppable"))
+        .submit()?;
     wait_for(&started);
     engine.stop(&wid("stoppable"))?;
     assert!(h.wait().is_err());
@@ -657,7 +678,11 @@ fn injected_store_faults_cause_retries_and_no_lost_or_duplicated_output() -> R {
     let engine = fast_engine(faulty.clone());
     register_nop(&engine)?;
     for i in 0..20u32 {
-        let out: Arc<u64> = engine.run("fan", Some(wid(&format!("f{i}"))), &(i + 5))?;
+        let out: Arc<u64> = engine
+            .workflow("fan")
+            .args(&(i + 5))
+            .id(wid(&format!("f{i}")))
+            .run()?;
         assert_eq!(*out, (0..(i as u64 + 5)).sum::<u64>());
     }
     assert!(
@@ -703,15 +728,16 @@ fn a_spawned_task_is_committed_once_and_found_again_on_resume() -> R {
         dag.finish(t).expect("valid")
     };
     assert!(engine
-        .run_workflow(&wid("sp"), &build(runs.clone(), fail.clone()))
+        .workflow_of(&build(runs.clone(), fail.clone()))
+        .id(wid("sp"))
+        .run()
         .is_err());
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     fail.store(false, Ordering::SeqCst);
-    let out = engine.resume_workflow(
-        &wid("sp"),
-        &build(runs.clone(), fail),
-        ResumeOptions::default(),
-    )?;
+    let out = engine
+        .resume(&wid("sp"))
+        .rebuilt_from(&build(runs.clone(), fail))
+        .run()?;
     assert_eq!(*out, 30);
     assert_eq!(
         runs.load(Ordering::SeqCst),
@@ -738,7 +764,7 @@ fn a_published_output_written_again_with_other_bytes_fails_loudly() -> R {
         });
         dag.finish(t).expect("valid")
     };
-    engine.run_workflow(&wid("pub"), &build(n.clone()))?;
+    engine.workflow_of(&build(n.clone())).id(wid("pub")).run()?;
     assert_eq!(
         store.get("outputs/pub/result")?.as_deref(),
         Some(&b"value 0"[..])
@@ -746,7 +772,9 @@ fn a_published_output_written_again_with_other_bytes_fails_loudly() -> R {
     engine.delete(&wid("pub"), false).ok();
     store.put_if_absent("outputs/pub2/result", b"value 0")?;
     let err = engine
-        .run_workflow(&wid("pub2"), &build(n))
+        .workflow_of(&build(n))
+        .id(wid("pub2"))
+        .run()
         .err()
         .ok_or("mismatch")?;
     assert!(err.to_string().contains("not deterministic"), "{err}");
@@ -790,8 +818,8 @@ fn delete_removes_the_data_an_application_keeps_under_its_registered_prefixes() 
     let engine = fast_engine(store.clone());
     register_nop(&engine)?;
     engine.register_data_prefix("streams")?;
-    engine.run::<u32, u64>("fan", Some(wid("w1")), &2)?;
-    engine.run::<u32, u64>("fan", Some(wid("w2")), &3)?;
+    engine.workflow::<u64>("fan").args(&2).id(wid("w1")).run()?;
+    engine.workflow::<u64>("fan").args(&3).id(wid("w2")).run()?;
     for w in ["w1", "w2"] {
         store.put(&format!("streams/{w}/epochs/1/COMMIT"), b"c")?;
         store.put(&format!("outputs/{w}/online/1"), b"o")?;
@@ -810,5 +838,35 @@ fn delete_removes_the_data_an_application_keeps_under_its_registered_prefixes() 
     for bad in ["", "a/b", "..", "workflows", "outputs"] {
         assert!(engine.register_data_prefix(bad).is_err(), "{bad:?}");
     }
+    Ok(())
+}
+
+#[test]
+fn a_launch_that_cannot_work_is_refused_with_the_reason() -> R {
+    let engine = fast_engine(Arc::new(MemStore::new()));
+    register_nop(&engine)?;
+    let mut dag = Dag::new();
+    let t = dag.task("one", TaskOptions::sync(), |_| Ok(1u64));
+    let wf = dag.finish(t)?;
+    let refused = |r: Result<Arc<u64>, EngineError>, why: &str| match r {
+        Err(EngineError::Usage(m)) => assert!(m.contains(why), "{m}"),
+        other => panic!("{why}: {other:?}"),
+    };
+    refused(engine.workflow_of(&wf).run(), "needs an id");
+    refused(
+        engine.workflow_of(&wf).id(wid("v")).args(&3).run(),
+        "registered DAG",
+    );
+    refused(
+        engine.resume(&wid("v")).args(&3).run(),
+        "recorded arguments",
+    );
+    // Nothing was started.
+    assert!(engine.list()?.is_empty());
+    // The same workflow, launched right, runs; a registered one gets a fresh id.
+    assert_eq!(*engine.workflow_of(&wf).id(wid("v")).run()?, 1);
+    let h = engine.workflow::<u32>("nop").args(&5u32).submit()?;
+    assert_ne!(h.id().as_str(), "v");
+    assert_eq!(*h.wait()?, 5);
     Ok(())
 }

@@ -57,7 +57,9 @@ pub fn resume(
     let result = (|| {
         let engine = stream_engine(store, &runtime)?;
         let handle = engine
-            .resume_submit::<StreamSummary>(&wid(id)?, ResumeOptions { force, wait: true })?;
+            .resume::<StreamSummary>(&wid(id)?)
+            .options(ResumeOptions { force, wait: true })
+            .submit()?;
         wait_stream(store, handle)
     })();
     runtime.release_cluster();
@@ -98,7 +100,11 @@ fn start(args: &RunArgs, runtime: &Arc<Runtime>) -> Result<()> {
     let cfg = prepared.config;
     let engine = stream_engine(&args.store, runtime)?;
     let id = args.workflow_id.as_deref().map(wid).transpose()?;
-    let handle = engine.submit::<_, StreamSummary>(DAG, id, &cfg)?;
+    let handle = engine
+        .workflow::<StreamSummary>(DAG)
+        .args(&cfg)
+        .id(id)
+        .submit()?;
     eprintln!(
         "exoflow: workflow {} streams {} into {} ({} partition(s), checkpoint {:?})",
         handle.id(),

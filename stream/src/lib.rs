@@ -48,7 +48,7 @@
 //!     ..JobRequest::new("gen:rmat?scale=8&edge-factor=8&seed=1")
 //! };
 //! let cfg = exoflow_stream::prepare(request, &runtime)?.config;
-//! let summary = engine.run::<_, exoflow_stream::StreamSummary>(DAG, None, &cfg)?;
+//! let summary = engine.workflow::<exoflow_stream::StreamSummary>(DAG).args(&cfg).run()?;
 //! assert_eq!(summary.last_epoch, 3);
 //! # Ok(())
 //! # }

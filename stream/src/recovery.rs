@@ -206,7 +206,11 @@ mod tests {
         };
         let cfg = crate::prepare(request, &runtime)?.config;
         let wid = WorkflowId::new("job")?;
-        let done = engine.run::<_, StreamSummary>(DAG, Some(wid.clone()), &cfg)?;
+        let done = engine
+            .workflow::<StreamSummary>(DAG)
+            .args(&cfg)
+            .id(wid.clone())
+            .run()?;
         assert_eq!(done.last_epoch, 7);
         let keys = Layout::new("job");
         let lost: Vec<Vec<u8>> = (5..=7)
