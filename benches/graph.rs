@@ -5,7 +5,7 @@
 //! update of one epoch (45K, 100K, 1M, 4M new edges) on the same graph, by
 //! the recompute, layered and differential-dataflow implementations
 //! (layered beyond 45K with `EXOFLOW_BENCH_LAYERED=1`, differential with
-//! `EXOFLOW_BENCH_DIFFERENTIAL=1`: about 15 minutes and 4 GB), and the
+//! `EXOFLOW_BENCH_DIFFERENTIAL=1`: long and memory-hungry), and the
 //! steady state of a stream of 45K epochs on one long-lived state
 //! (`stream-45000`).
 //!
@@ -186,7 +186,7 @@ fn online(c: &mut Criterion) {
     }
     group.finish();
     drop((state, re));
-    // About 15 minutes and 4 GB at scale 20: asked for by name.
+    // Long and memory-hungry at scale 20: asked for by name.
     if std::env::var_os("EXOFLOW_BENCH_DIFFERENTIAL").is_some() {
         differential(c, &base, &pairs, &stream);
     }

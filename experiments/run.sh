@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the paper's figures on this machine: runs the drivers, writes
+# Reproduces the paper's figures: runs the drivers, writes
 # experiments/results/<fig>.csv and renders experiments/figures/<fig>.png.
 #
 #   experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]

@@ -1,11 +1,11 @@
 //! The system allocator, asking the kernel for transparent huge pages on
 //! large blocks once [`huge_pages`] is called (the offline `batch` command).
 //!
-//! An offline run from an edge file fills about 1 GB of fresh memory
-//! (parsed pairs, sort keys, each worker's share); with 4 KiB pages that is
-//! some 240,000 page faults, a fifth of the run's time here. This machine's
-//! kernel gives huge pages only where asked (`madvise` mode): asked, the
-//! faults drop tenfold and the run is about 15% faster. The streaming job
+//! An offline run from a large edge file fills much fresh memory (parsed
+//! pairs, sort keys, each worker's share); with 4 KiB pages every 4 KiB is a
+//! page fault, a sizeable part of the run. A kernel in transparent huge
+//! page `madvise` mode gives huge pages only where asked; asked, one fault
+//! maps 2 MiB. The streaming job
 //! does not ask: a huge-page fault may compact memory first, a stall its
 //! latency should not take.
 

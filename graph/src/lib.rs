@@ -162,12 +162,10 @@ impl IdIndex {
     /// [`get_or_insert`](Self::get_or_insert) does, makes each lookup wait
     /// for the one before it (the next index depends on whether that id was
     /// new), and on a graph larger than the cache that is a memory latency
-    /// per edge: a batch worker's share of an R-MAT scale 20 graph (8M
-    /// edges) took 0.9 to 1.2 s to build that way here, 0.4 to 0.55 s this
-    /// way, in the same hour. With a map, they are numbered in first-seen
-    /// order, each item's index found as it is numbered (one probe an
-    /// item, where numbering then looking up took two: 0.39 s and 0.25 s
-    /// for a worker's share of 8M edges on sparse 64-bit ids).
+    /// per edge; this way the lookups overlap. With a map, they are
+    /// numbered in first-seen order, each item's index found as it is
+    /// numbered (one probe an item, where numbering then looking up takes
+    /// two).
     pub fn numbering(
         first: &[u64],
         more: impl IntoIterator<Item = u64> + Clone,
@@ -303,7 +301,7 @@ pub struct Overflow {
 pub fn term(x: u64, following: u64) -> u64 {
     let f = following.max(1);
     // The same value in 64-bit arithmetic while the product fits (it does
-    // for any influence below 5 * 10^8): the u128 division is 5x slower.
+    // for any influence below 5 * 10^8): the u128 division is much slower.
     if x <= u64::MAX / P_NUM as u64 {
         if let Some(num) = ONE.checked_add((P_NUM as u64 * x) / P_DEN as u64) {
             return num / f;

@@ -2,8 +2,7 @@
 //! place, kept sorted.
 //!
 //! A pass over every list then reads one array in order, where separately
-//! allocated lists would cost a cache miss each (four times slower on a
-//! 16M-edge graph here). Every segment is packed with room to grow by an
+//! allocated lists would cost a cache miss each. Every segment is packed with room to grow by an
 //! eighth; what does not fit goes to a side list of the node until
 //! [`Packed::repack`] folds the side lists back in. A node's segment and its
 //! side list are each sorted, so whether an entry is there is two binary
@@ -278,11 +277,8 @@ impl Packed {
 
     /// Whether the side lists hold enough that a repack is due: a 64th of
     /// the entries. Each side list is an allocation of its own that every
-    /// dense round visits, so the rounds slow down as they fill: on the
-    /// R-MAT scale 20 stream of 45K-edge epochs, from 72 to 98 ms per
-    /// iteration over the 27 epochs that a 16th took to fill, against a
-    /// repack of 80 ms. Every 7 epochs instead, the median epoch took
-    /// 98 to 104 ms against 115 ms.
+    /// dense round visits, so the rounds slow down as they fill; a repack
+    /// this early costs less than the slowdown it removes.
     pub(crate) fn repack_due(&self) -> bool {
         self.spilled > 1024 + self.total / 64
     }

@@ -4,13 +4,9 @@
 //! (`a << shift | b` orders as `(a, b)`), the keys are scattered once into
 //! buckets by their top bits, and each bucket, small enough for the cache,
 //! is radix sorted there and deduplicated: one pass through main memory,
-//! the rest in cache. For `exoflow batch` on 2 threads and a 16.8M-line
-//! file here, building the sorted graph took 1.1 to 1.2 s with comparison
-//! sorts of the parts and a merge, 0.7 s with an LSD radix sort of each
-//! part (every pass scattering across main memory), and takes 0.2 to
-//! 0.3 s to scatter this way plus about 0.22 s per worker to sort its
-//! buckets (0.12 s and 0.06 s in session 12, the pairs read as one word
-//! each). Pairs that do not pack are scattered the same way, by the top
+//! the rest in cache (a comparison sort and merge of the parts, or a
+//! radix sort of whole parts, would scatter across main memory on every
+//! pass). Pairs that do not pack are scattered the same way, by the top
 //! bits of the followed id, and each bucket is sorted by comparison.
 
 use crate::parallel::on_threads;

@@ -19,8 +19,7 @@ pub fn write_csv<W: Write>(table: &[(u64, u64)], out: W) -> io::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 20, out);
     out.write_all(b"node,influence\n")?;
     // Rows formatted by hand into one buffer, from its end: `writeln!`
-    // costs about three times as much per row, and a table has a row per
-    // followed node.
+    // costs much more per row, and a table has a row per followed node.
     let mut row = [0u8; 64];
     for &(node, x) in table {
         let end = row.len();

@@ -31,8 +31,8 @@ pub struct Slice {
 }
 
 /// How far a paced reader may run ahead of its schedule: it looks at the
-/// clock once per this much time's worth of edges, not once per edge (a
-/// clock read per edge was a tenth of the work at 2M edges/s).
+/// clock once per this much time's worth of edges, not once per edge (at
+/// high rates a clock read per edge is a noticeable part of the reading).
 const PACE_SLACK: Duration = Duration::from_micros(500);
 
 /// While an epoch is cut by time, the clock is read once per this many

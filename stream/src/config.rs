@@ -33,8 +33,8 @@ pub enum OnlineImpl {
     /// little of the graph, single-threaded.
     Layered,
     /// The from-zero iteration as a differential dataflow collection on
-    /// `--workers` timely threads: exact by construction, slower and about
-    /// ten times the memory.
+    /// `--workers` timely threads: exact by construction, slower, and
+    /// holding the arrangements of every round in memory.
     Differential,
 }
 

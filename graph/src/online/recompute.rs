@@ -80,7 +80,7 @@ pub struct Recompute {
 
 /// Node-sized buffers reused by every epoch. Allocated afresh, they cost
 /// page faults on first touch and, in glibc, consolidations of the small
-/// chunks that the list edits free (a tenth of a 45K epoch here).
+/// chunks that the list edits free.
 #[derive(Debug, Default)]
 struct Scratch {
     /// The value buffer of the next iteration (the table before last).
@@ -342,8 +342,8 @@ impl Recompute {
 
     /// Whether the graph doubled its nodes or edges since the last
     /// relabeling, so that new nodes (numbered at the end) may have become
-    /// hot. Not sooner: a relabeling costs about two dense rounds (1 s at
-    /// 20M edges), and on a power-law stream the hot nodes stay hot as the
+    /// hot. Not sooner: a relabeling costs about two dense rounds, and on a
+    /// power-law stream the hot nodes stay hot as the
     /// graph grows, so the order goes stale slowly; doubling keeps the cost
     /// per edge constant.
     fn relabel_due(&self) -> bool {
@@ -940,8 +940,8 @@ fn sorted_edges(
     threads: usize,
 ) -> Vec<(u64, u64)> {
     // The followed nodes in id order, each one's pairs sorted on their
-    // own: sorted in all without sorting all of them at once (3x faster at
-    // 16M edges), split over the threads by edges.
+    // own: sorted in all without one sort of all of them, split over the
+    // threads by edges.
     let mut order: Vec<u32> = (0..ids.len() as u32)
         .filter(|&v| followers.len(v as usize) > 0)
         .collect();
