@@ -48,17 +48,17 @@ impl Default for EngineOptions {
 }
 
 /// Work for the pool.
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Work = Box<dyn FnOnce() + Send>;
 
 /// The threads that run tasks (and a run's bookkeeping).
 pub(crate) struct Pool {
-    tx: Sender<Job>,
+    tx: Sender<Work>,
 }
 
 impl Pool {
     /// Starts `workers` threads.
     pub fn new(workers: usize) -> Self {
-        let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
+        let (tx, rx): (Sender<Work>, Receiver<Work>) = crossbeam_channel::unbounded();
         for i in 0..workers {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
@@ -85,7 +85,7 @@ impl Pool {
     }
 
     /// Runs `job` on a worker.
-    pub fn spawn(&self, job: Job) {
+    pub fn spawn(&self, job: Work) {
         if let Err(e) = self.tx.send(job) {
             // Only after the engine is gone; run the job here so that nothing hangs.
             (e.0)();

@@ -136,7 +136,7 @@ pub fn of_job(
     let engine = engine(store)?;
     let wid = wid(id)?;
     let t = Instant::now();
-    let (report, table) = exoflow_stream::query::batch_at(
+    let exoflow_stream::batch::Recomputed { report, table, .. } = exoflow_stream::query::batch_at(
         engine.store().as_ref(),
         &exoflow_stream::Runtime::new(),
         wid.as_str(),

@@ -30,7 +30,7 @@ pub fn export(
     // A job logged without its edges (checkpoint none) is re-read from its
     // source, a Kafka topic with these settings.
     let runtime = Runtime::new().with_kafka_options(kafka.kafka_opt.clone());
-    let (table, _) = query::export(s, &runtime, wid.as_str(), at)?;
+    let table = query::export(s, &runtime, wid.as_str(), at)?.table;
     write_atomically(out, |f| write_csv(&table, f))?;
     eprintln!(
         "exoflow: online table of workflow {wid} at epoch {at}: {} rows written to {} in {:.2}s",

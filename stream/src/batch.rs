@@ -63,17 +63,26 @@ struct BatchOutput<'a> {
     top: &'a [(u64, String)],
 }
 
+/// A batch recomputation's results.
+pub struct Recomputed {
+    /// The output `outputs/<wid>/batch/<e>`.
+    pub output: Vec<u8>,
+    /// Its report.
+    pub report: BatchReport,
+    /// The batch table.
+    pub table: Table,
+}
+
 /// Recomputes TunkRank of `edges` (sorted, distinct pairs) on the cluster
 /// when there is one, otherwise on `workers` timely workers of this
-/// process, and compares it with `online`: the output's bytes, the
-/// report and the batch table.
+/// process, and compares it with `online`.
 pub fn recompute(
     epoch: u64,
     edges: Arc<Vec<(u64, u64)>>,
     online: &Table,
     workers: usize,
     cluster: Option<&Cluster>,
-) -> Result<(Vec<u8>, BatchReport, Table)> {
+) -> Result<Recomputed> {
     let n_edges = edges.len() as u64;
     let (table, rounds) = match cluster {
         Some(c) => c.tunkrank(edges),
@@ -99,7 +108,11 @@ pub fn recompute(
     };
     let mut bytes = serde_json::to_vec_pretty(&out)?;
     bytes.push(b'\n');
-    Ok((bytes, report, table))
+    Ok(Recomputed {
+        output: bytes,
+        report,
+        table,
+    })
 }
 
 /// |batch - online| over the union of both tables' nodes (a missing row
@@ -217,7 +230,11 @@ impl<'a, 'c> Batcher<'a, 'c> {
                 move |_| {
                     let started_at = now_ms();
                     let t = Instant::now();
-                    let (bytes, report, _) = at_low_priority(|| {
+                    let Recomputed {
+                        output: bytes,
+                        report,
+                        ..
+                    } = at_low_priority(|| {
                         recompute(e, graph.edges(), &online, workers, cluster.as_deref())
                     })
                     .map_err(|err| Failure::fatal(format!("{err:#}")))?;

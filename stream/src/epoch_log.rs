@@ -114,6 +114,14 @@ pub(crate) fn read_commit(store: &dyn Store, keys: &Layout, e: u64) -> Result<Ep
     Ok(codec::decode(&key, Kind::EpochCommit, &bytes)?)
 }
 
+/// A committed epoch's records.
+pub(crate) struct EpochRecords {
+    /// Its edges, in partition order.
+    pub(crate) edges: Vec<Edge>,
+    /// Its malformed records.
+    pub(crate) bad: Vec<BadRecord>,
+}
+
 /// The edges (in partition order) and malformed records of a committed
 /// epoch, from its logs or, for logs without edges, from the source.
 pub(crate) fn read_epoch(
@@ -121,7 +129,7 @@ pub(crate) fn read_epoch(
     keys: &Layout,
     source: Option<&dyn Source>,
     commit: &EpochCommit,
-) -> Result<(Vec<Edge>, Vec<BadRecord>)> {
+) -> Result<EpochRecords> {
     let mut edges = Vec::new();
     let mut bad = Vec::new();
     for (p, &(start, end)) in commit.ranges.iter().enumerate() {
@@ -166,7 +174,7 @@ pub(crate) fn read_epoch(
             }
         }
     }
-    Ok((edges, bad))
+    Ok(EpochRecords { edges, bad })
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::config::{EpochCheckpoint, JobConfig};
 use crate::epoch_log::EpochCommit;
 use crate::now_ms;
 use crate::snapshot::SnapshotJob;
-use crate::state::{ops_of, rejected_bytes, EpochGraph, OnlineState};
+use crate::state::{ops_of, rejected_bytes, EpochGraph, EpochOutput, OnlineState};
 
 pub(crate) struct Outlets<'a> {
     /// To the committer.
@@ -107,8 +107,15 @@ fn reader(
     }
 }
 
-/// The epoch loop, with the reader beside it. Returns the last epoch
-/// handed to the committer and whether it stopped on request.
+/// How the epoch loop ended.
+pub(crate) struct LoopEnd {
+    /// The last epoch handed to the committer.
+    pub(crate) last_epoch: u64,
+    /// Whether it stopped on request.
+    pub(crate) stopped: bool,
+}
+
+/// The epoch loop, with the reader beside it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn stream_loop(
     generation: u64,
@@ -121,7 +128,7 @@ pub(crate) fn stream_loop(
     progress: &Progress,
     stop: &Stop<'_>,
     batcher: &mut Batcher<'_, '_>,
-) -> Result<(u64, bool)> {
+) -> Result<LoopEnd> {
     let quit = AtomicBool::new(false);
     let reading = || stop() || quit.load(Ordering::SeqCst);
     let (read_tx, read_rx) = crossbeam_channel::bounded::<Result<Read>>(1);
@@ -157,11 +164,14 @@ fn epoch_loop(
     batcher: &mut Batcher<'_, '_>,
     reads: Receiver<Result<Read>>,
     base_done: Sender<()>,
-) -> Result<(u64, bool)> {
+) -> Result<LoopEnd> {
     let mut e = committed;
     loop {
         if progress.failed() {
-            return Ok((e, false));
+            return Ok(LoopEnd {
+                last_epoch: e,
+                stopped: false,
+            });
         }
         let (slices, closed_at, lag) = match reads.recv() {
             Ok(Ok(Read::Epoch {
@@ -169,9 +179,20 @@ fn epoch_loop(
                 closed_at,
                 lag,
             })) => (slices, closed_at, lag),
-            Ok(Ok(Read::Stopped)) => return Ok((e, true)),
+            Ok(Ok(Read::Stopped)) => {
+                return Ok(LoopEnd {
+                    last_epoch: e,
+                    stopped: true,
+                })
+            }
             Ok(Err(err)) => return Err(err),
-            Err(_) => return Ok((e, false)), // the source ended, or --epochs
+            // The source ended, or --epochs.
+            Err(_) => {
+                return Ok(LoopEnd {
+                    last_epoch: e,
+                    stopped: false,
+                })
+            }
         };
         let edges_n: usize = slices.iter().map(|s| s.edges.len()).sum();
         let bad_n: usize = slices.iter().map(|s| s.bad.len()).sum();
@@ -234,7 +255,7 @@ fn epoch_loop(
         let ops: Vec<EdgeOp> = slices.iter().flat_map(|s| ops_of(&s.edges)).collect();
         let bad: Vec<BadRecord> = slices.iter().flat_map(|s| s.bad.iter().cloned()).collect();
         drop(slices);
-        let (output, changes) = state.apply(e, &ops, cfg.emit_changes)?;
+        let EpochOutput { output, changes } = state.apply(e, &ops, cfg.emit_changes)?;
         metrics.online_done_at = now_ms();
         if e == 1 {
             // A base graph is processed: the reader may start its pacing.

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use exoflow_engine::store::Store;
 use serde::Serialize;
 
-use crate::batch::{recompute, BatchReport};
+use crate::batch::{recompute, Recomputed};
 use crate::config::{EpochCheckpoint, JobConfig};
 use crate::epoch_log::committed_prefix;
 use crate::layout::Layout;
@@ -37,16 +37,22 @@ pub fn last_committed(store: &dyn Store, wid: &str) -> Result<u64> {
     committed_prefix(store, &Layout::new(wid))
 }
 
+/// The online table of an epoch, and the digest its output recorded.
+pub struct Exported {
+    /// node, influence; sorted by node.
+    pub table: exoflow_graph::Table,
+    /// The digest in `outputs/<wid>/online/<e>`, if readable.
+    pub recorded_digest: Option<String>,
+}
+
 /// The online table at committed epoch `at`, recomputed from the nearest
-/// snapshot, and the digest its output recorded.
-pub fn export(
-    store: &dyn Store,
-    runtime: &Runtime,
-    wid: &str,
-    at: u64,
-) -> Result<(exoflow_graph::Table, Option<String>)> {
+/// snapshot (checked against its recorded digest).
+pub fn export(store: &dyn Store, runtime: &Runtime, wid: &str, at: u64) -> Result<Exported> {
     let state = state_at(store, runtime, wid, at)?;
-    Ok((state.online.table(), recorded_digest(store, wid, at)?))
+    Ok(Exported {
+        table: state.online.table(),
+        recorded_digest: recorded_digest(store, wid, at)?,
+    })
 }
 
 /// The online state at committed epoch `at` (snapshot and logs), checked
@@ -92,22 +98,21 @@ fn recorded_digest(store: &dyn Store, wid: &str, at: u64) -> Result<Option<Strin
 
 /// `exoflow batch --store ... --epoch E`: the batch recomputation at a
 /// committed epoch, by hand. Writes (or compares) the same output
-/// `outputs/<wid>/batch/<E>` as the batch task; returns the report and the
-/// batch table.
+/// `outputs/<wid>/batch/<E>` as the batch task.
 pub fn batch_at(
     store: &dyn Store,
     runtime: &Runtime,
     wid: &str,
     at: u64,
     workers: usize,
-) -> Result<(BatchReport, exoflow_graph::Table)> {
+) -> Result<Recomputed> {
     let state = state_at(store, runtime, wid, at)?;
     let edges = Arc::new(state.online.edges());
     let online = state.online.table();
-    let (bytes, report, table) = recompute(at, edges, &online, workers, None)?;
+    let done = recompute(at, edges, &online, workers, None)?;
     let keys = Layout::new(wid);
-    write_once(store, &keys.batch(at), &bytes)?;
-    Ok((report, table))
+    write_once(store, &keys.batch(at), &done.output)?;
+    Ok(done)
 }
 
 /// What `status` shows of a streaming job.

@@ -109,8 +109,8 @@ pub(crate) fn rebuild(
     let mut pending: Vec<EdgeOp> = Vec::new();
     for e in from + 1..=at {
         let commit = read_commit(store, keys, e)?;
-        let (log, _) = read_epoch(store, keys, source, &commit)?;
-        pending.extend(ops_of(&log));
+        let log = read_epoch(store, keys, source, &commit)?;
+        pending.extend(ops_of(&log.edges));
         if pending.len() >= REPLAY_CHUNK {
             edges = exoflow_graph::reference::apply_ops_to(edges, &pending);
             pending.clear();
@@ -226,10 +226,10 @@ mod tests {
         assert_eq!((rebuilt.snapshot, rebuilt.replayed), (3, 1));
         for (e, want) in p.replay.zip(lost) {
             let commit = read_commit(store.as_ref(), &keys, e)?;
-            let (edges, _) = read_epoch(store.as_ref(), &keys, None, &commit)?;
-            let ops: Vec<EdgeOp> = ops_of(&edges).collect();
-            let (output, _) = state.apply(e, &ops, false)?;
-            assert_eq!(output, want, "epoch {e}");
+            let log = read_epoch(store.as_ref(), &keys, None, &commit)?;
+            let ops: Vec<EdgeOp> = ops_of(&log.edges).collect();
+            let out = state.apply(e, &ops, false)?;
+            assert_eq!(out.output, want, "epoch {e}");
         }
         // Deleting the workflow deletes the job's data too.
         engine.delete(&wid, false)?;

@@ -16,13 +16,13 @@ use exoflow_ingest::source::Position;
 use crate::batch::Batcher;
 use crate::committer::{committer, CommitterJob, Progress};
 use crate::config::JobConfig;
-use crate::epoch_log::{read_commit, read_epoch};
+use crate::epoch_log::{read_commit, read_epoch, EpochRecords};
 use crate::epoch_loop::{stream_loop, Outlets};
 use crate::layout::Layout;
 use crate::recovery::{plan_from_store, rebuild};
 use crate::runtime::Runtime;
 use crate::snapshot::{snapshot_writer, write_snapshot, SnapshotJob};
-use crate::state::{ops_of, rejected_bytes, EpochGraph};
+use crate::state::{ops_of, rejected_bytes, EpochGraph, EpochOutput};
 use crate::{write_once, StreamSummary};
 
 /// Runs the job `cfg` as the workflow of `ctx`.
@@ -69,9 +69,10 @@ pub(crate) fn run_stream(
     )?;
     for e in plan.replay.clone() {
         let commit = read_commit(store.as_ref(), &keys, e)?;
-        let (edges, bad) = read_epoch(store.as_ref(), &keys, Some(source.as_ref()), &commit)?;
+        let EpochRecords { edges, bad } =
+            read_epoch(store.as_ref(), &keys, Some(source.as_ref()), &commit)?;
         let ops: Vec<EdgeOp> = ops_of(&edges).collect();
-        let (output, changes) = state.apply(e, &ops, cfg.emit_changes)?;
+        let EpochOutput { output, changes } = state.apply(e, &ops, cfg.emit_changes)?;
         write_once(store.as_ref(), &keys.online(e), &output)?;
         if let Some(ch) = changes {
             write_once(store.as_ref(), &keys.changes(e), &ch)?;
@@ -166,13 +167,16 @@ pub(crate) fn run_stream(
     if let Some(e) = progress.take_error() {
         bail!(e);
     }
-    let (last, stopped) = result?;
+    let end = result?;
     batches?;
-    if stopped {
-        bail!("stopped on request after epoch {last}; `exoflow resume` continues");
+    if end.stopped {
+        bail!(
+            "stopped on request after epoch {}; `exoflow resume` continues",
+            end.last_epoch
+        );
     }
     Ok(StreamSummary {
-        last_epoch: last,
+        last_epoch: end.last_epoch,
         graph_edges: state.online.edge_count() as u64,
     })
 }

@@ -36,6 +36,14 @@ struct OnlineOutput<'a> {
     top: &'a [(u64, String)],
 }
 
+/// What an epoch publishes: its output, and its change set if asked.
+pub(crate) struct EpochOutput {
+    /// `outputs/<wid>/online/<e>`.
+    pub(crate) output: Vec<u8>,
+    /// `outputs/<wid>/changes/<e>` (CSV), with `--emit-changes`.
+    pub(crate) changes: Option<Vec<u8>>,
+}
+
 /// The online state: the computation and what the outputs need besides.
 pub(crate) struct OnlineState {
     pub(crate) online: Box<dyn Online + Send>,
@@ -62,7 +70,7 @@ impl OnlineState {
         epoch: u64,
         ops: &[EdgeOp],
         with_changes: bool,
-    ) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    ) -> Result<EpochOutput> {
         let update = self
             .online
             .apply(ops)
@@ -96,7 +104,10 @@ impl OnlineState {
             }
             s.into_bytes()
         });
-        Ok((bytes, changes))
+        Ok(EpochOutput {
+            output: bytes,
+            changes,
+        })
     }
 }
 
