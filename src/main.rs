@@ -118,7 +118,7 @@ pub struct RunArgs {
     /// through stored rounds; one thread) or differential (the iteration as
     /// a differential dataflow on --workers timely threads; slower, more
     /// memory). All give the same bits.
-    #[arg(long, value_enum, default_value = "recompute")]
+    #[arg(long, value_enum, default_value_t = exoflow_stream::OnlineImpl::Recompute)]
     pub online: exoflow_stream::OnlineImpl,
     /// After each snapshot, delete the epoch logs and snapshots that
     /// rebuilding the last EPOCHS committed epochs does not need (COMMIT
@@ -128,20 +128,20 @@ pub struct RunArgs {
     /// What each epoch writes before its output: none (position ranges
     /// only; resume re-reads the source), sync (edges durable before the
     /// online update) or async (edges written during it).
-    #[arg(long, value_enum, default_value = "async")]
+    #[arg(long, value_enum, default_value_t = exoflow_stream::EpochCheckpoint::Async)]
     pub checkpoint: exoflow_stream::EpochCheckpoint,
     /// Read at most this many edges per second.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Snapshot the graph every this many epochs, to bound recovery (0: never).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = exoflow_stream::config::DEFAULT_SNAPSHOT_EVERY)]
     pub snapshot_every: u64,
     /// Also write each epoch's full change set (outputs/<wid>/changes/<e>).
     #[arg(long)]
     pub emit_changes: bool,
     /// Stop with an error when more than this fraction of an epoch's records
     /// is malformed (malformed records are kept in outputs/<wid>/rejected/<e>).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = exoflow_stream::config::DEFAULT_MAX_BAD_RATIO)]
     pub max_bad_ratio: f64,
 }
 

@@ -32,6 +32,8 @@ pub struct Launch<'e, O> {
     id: Option<WorkflowId>,
     args: Option<Result<Vec<u8>, EngineError>>,
     resume: ResumeOptions,
+    /// Why this launch cannot work, found while it was built.
+    misuse: Option<&'static str>,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -68,6 +70,7 @@ impl<'e, O: Data> Launch<'e, O> {
             id: None,
             args: None,
             resume: ResumeOptions::default(),
+            misuse: None,
             _output: PhantomData,
         }
     }
@@ -92,13 +95,9 @@ impl<'e, O: Data> Launch<'e, O> {
     /// Resumes with `wf`, rebuilt by the caller from the same code, instead
     /// of a registered DAG.
     pub fn rebuilt_from(mut self, wf: &Workflow<O>) -> Self {
-        if let Source::Recorded(given) = &mut self.source {
-            *given = Some(wf.clone().erase());
-        } else {
-            self.source = Source::Given(wf.clone().erase());
-            self.args = Some(Err(EngineError::Usage(
-                "rebuilt_from applies to a resume (Engine::resume)",
-            )));
+        match &mut self.source {
+            Source::Recorded(given) => *given = Some(wf.clone().erase()),
+            _ => self.misuse = Some("rebuilt_from applies to a resume (Engine::resume)"),
         }
         self
     }
@@ -131,8 +130,12 @@ impl<'e, O: Data> Launch<'e, O> {
             id,
             args,
             resume,
+            misuse,
             ..
         } = self;
+        if let Some(why) = misuse {
+            return Err(EngineError::Usage(why));
+        }
         match source {
             Source::Registered(dag) => {
                 let args = args.unwrap_or_else(|| Ok(b"null".to_vec()))?;
@@ -144,9 +147,6 @@ impl<'e, O: Data> Launch<'e, O> {
                 engine.start_new(wid, dag, args, built)
             }
             Source::Given(built) => {
-                if let Some(Err(e)) = args {
-                    return Err(e);
-                }
                 if args.is_some() {
                     return Err(EngineError::Usage(
                         "arguments apply to a registered DAG (Engine::workflow), not to a workflow given by value",

@@ -861,6 +861,10 @@ fn a_launch_that_cannot_work_is_refused_with_the_reason() -> R {
         engine.resume(&wid("v")).args(&3).run(),
         "recorded arguments",
     );
+    refused(
+        engine.workflow_of(&wf).id(wid("v")).rebuilt_from(&wf).run(),
+        "applies to a resume",
+    );
     // Nothing was started.
     assert!(engine.list()?.is_empty());
     // The same workflow, launched right, runs; a registered one gets a fresh id.

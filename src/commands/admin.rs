@@ -18,10 +18,8 @@ pub fn stop(store: &StoreArgs, id: &str) -> Result<()> {
 /// Deletes a workflow's records, outputs and streaming data.
 pub fn delete(store: &StoreArgs, id: &str, force: bool) -> Result<()> {
     let engine = engine(store)?;
-    // The streaming job's prefixes are deleted with the workflow.
-    for top in exoflow_stream::layout::PREFIXES {
-        engine.register_data_prefix(top)?;
-    }
+    // The streaming job's data is deleted with the workflow.
+    exoflow_stream::register_data(&engine)?;
     let n = engine.delete(&wid(id)?, force)?;
     println!("deleted {n} object(s) of workflow {id}");
     Ok(())

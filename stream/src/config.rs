@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 /// The registered DAG name of a streaming job.
 pub const DAG: &str = "exoflow-stream";
 
+/// Epochs between snapshots unless asked otherwise.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10;
+
+/// The largest fraction of malformed records an epoch may have unless
+/// asked otherwise.
+pub const DEFAULT_MAX_BAD_RATIO: f64 = 0.01;
+
 /// What is written per epoch besides the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -186,9 +193,9 @@ impl JobRequest {
             retain: None,
             checkpoint: EpochCheckpoint::Async,
             rate: None,
-            snapshot_every: 10,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             emit_changes: false,
-            max_bad_ratio: 0.01,
+            max_bad_ratio: DEFAULT_MAX_BAD_RATIO,
         }
     }
 

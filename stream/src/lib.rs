@@ -96,10 +96,17 @@ pub struct StreamSummary {
 /// with `runtime`, and the prefixes of its data, so that deleting a
 /// workflow deletes them too.
 pub fn register(engine: &Engine, runtime: Arc<Runtime>) -> Result<(), EngineError> {
+    register_data(engine)?;
+    engine.register(DAG, move |cfg: &JobConfig| workflow(cfg, runtime.clone()))
+}
+
+/// Declares the prefixes of a job's data to `engine`, so that deleting a
+/// workflow deletes them too (what [`register`] does besides the DAG).
+pub fn register_data(engine: &Engine) -> Result<(), EngineError> {
     for top in layout::PREFIXES {
         engine.register_data_prefix(top)?;
     }
-    engine.register(DAG, move |cfg: &JobConfig| workflow(cfg, runtime.clone()))
+    Ok(())
 }
 
 /// The workflow of a streaming job: one nondeterministic task (its epoch
