@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Context, Result, StreamError};
 use exoflow_engine::failpoint;
 use exoflow_engine::store::Store;
 use exoflow_engine::{Failure, Spawned, TaskContext, TaskOptions};
@@ -237,12 +237,12 @@ impl<'a, 'c> Batcher<'a, 'c> {
                     } = at_low_priority(|| {
                         recompute(e, graph.edges(), &online, workers, cluster.as_deref())
                     })
-                    .map_err(|err| Failure::fatal(format!("{err:#}")))?;
+                    .map_err(|err| Failure::fatal(err.report()))?;
                     failpoint::hit("stream.batch_done");
                     // The graph of epoch e is only a fact once COMMIT(e) is.
-                    progress.wait_committed(e).map_err(|err| Failure::fatal(format!("{err:#}")))?;
+                    progress.wait_committed(e).map_err(|err| Failure::fatal(err.report()))?;
                     write_once(store.as_ref(), &keys.batch(e), &bytes)
-                        .map_err(|err| Failure::fatal(format!("{err:#}")))?;
+                        .map_err(|err| Failure::fatal(err.report()))?;
                     let finished_at = now_ms();
                     if !quiet {
                         eprintln!(
@@ -269,7 +269,12 @@ impl<'a, 'c> Batcher<'a, 'c> {
                     Ok(report)
                 },
             )
-            .map_err(|f| anyhow::anyhow!("starting the batch task of epoch {e}: {}", f.message()))?;
+            .map_err(|f| {
+                StreamError::Failed(format!(
+                    "starting the batch task of epoch {e}: {}",
+                    f.message()
+                ))
+            })?;
         self.pending.push((e, spawned));
         Ok(())
     }
@@ -293,16 +298,19 @@ impl<'a, 'c> Batcher<'a, 'c> {
 
     fn check(&self, e: u64, s: Spawned<BatchReport>) -> Result<()> {
         let report = s.wait().map_err(|err| {
-            anyhow::anyhow!("the batch task of epoch {e} failed: {}", err.message)
+            StreamError::Failed(format!(
+                "the batch task of epoch {e} failed: {}",
+                err.message
+            ))
         })?;
         if report.differing > 0 {
-            bail!(
-                "batch and online differ at epoch {e}: {} of {} nodes, max |diff| {} (see outputs/{}/batch/{e:010})",
-                report.differing,
-                report.nodes,
-                format_fixed(report.max_diff),
-                self.wid
-            );
+            return Err(StreamError::Differs {
+                wid: self.wid.clone(),
+                epoch: e,
+                differing: report.differing,
+                nodes: report.nodes,
+                max_diff: format_fixed(report.max_diff),
+            });
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{corrupt, Context, Result, StreamError};
 use crossbeam_channel::{Receiver, Sender};
 use exoflow_engine::codec::{self, Kind};
 use exoflow_engine::failpoint;
@@ -86,10 +86,10 @@ impl Progress {
     }
 
     /// Records the run's first error.
-    pub(crate) fn fail(&self, e: anyhow::Error) {
+    pub(crate) fn fail(&self, e: StreamError) {
         let mut slot = self.error.lock();
         if slot.is_none() {
-            *slot = Some(format!("{e:#}"));
+            *slot = Some(e.report());
         }
     }
 
@@ -123,7 +123,9 @@ impl Progress {
                 return Ok(());
             }
             if self.closing.load(Ordering::SeqCst) || self.failed() {
-                bail!("the run ended before epoch {e} committed");
+                return Err(StreamError::Failed(format!(
+                    "the run ended before epoch {e} committed"
+                )));
             }
             self.commit_cv
                 .wait_for(&mut committed, Duration::from_millis(100));
@@ -167,11 +169,9 @@ pub(crate) fn committer(
                     Ok(crcs)
                 })();
                 drop(slices);
-                let result = written
-                    .map(|crcs| (now_ms(), crcs))
-                    .map_err(|e| format!("{e:#}"));
+                let result = written.map(|crcs| (now_ms(), crcs)).map_err(|e| e.report());
                 if let Err(e) = &result {
-                    progress.fail(anyhow!("epoch {epoch}: {e}"));
+                    progress.fail(StreamError::Failed(format!("epoch {epoch}: {e}")));
                 }
                 let _ = durable.send(result);
             }
@@ -206,15 +206,19 @@ fn commit_epoch(
                 job.metrics.log_durable_at = at;
                 job.commit.part_crcs = crcs;
             }
-            Ok(Err(msg)) => bail!("epoch {e}: {msg}"),
-            Err(_) => bail!("epoch {e}: the log writer stopped"),
+            Ok(Err(msg)) => return Err(StreamError::Failed(format!("epoch {e}: {msg}"))),
+            Err(_) => {
+                return Err(StreamError::Failed(format!(
+                    "epoch {e}: the log writer stopped"
+                )))
+            }
         }
     }
     failpoint::hit("stream.before_commit");
     let bytes = codec::encode(Kind::EpochCommit, &job.commit)?;
     match put_once(store, &keys.commit(e), &bytes)? {
         PutOnce::Written => {}
-        PutOnce::Differs(_) => bail!(
+        PutOnce::Differs(_) => corrupt!(
             "COMMIT({e}) was written by another owner of this workflow meanwhile; resume to continue from the store"
         ),
     }

@@ -3,7 +3,7 @@
 //! the epoch's write-once COMMIT naming the parts' generation and
 //! checksums. The committed epochs are the contiguous prefix of COMMITs.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{corrupt, Context, Result, StreamError};
 use exoflow_engine::codec::{self, Kind};
 use exoflow_engine::store::Store;
 use exoflow_ingest::edge::{Edge, Op};
@@ -110,7 +110,7 @@ pub(crate) fn read_commit(store: &dyn Store, keys: &Layout, e: u64) -> Result<Ep
     let bytes = store
         .get(&key)
         .with_context(|| format!("reading {key}"))?
-        .with_context(|| format!("{key} is missing"))?;
+        .ok_or_else(|| StreamError::Corrupt(format!("{key} is missing")))?;
     Ok(codec::decode(&key, Kind::EpochCommit, &bytes)?)
 }
 
@@ -137,11 +137,14 @@ pub(crate) fn read_epoch(
         let bytes = store
             .get(&key)
             .with_context(|| format!("reading {key}"))?
-            .with_context(|| {
-                format!("{key} is missing though COMMIT({}) names it", commit.epoch)
+            .ok_or_else(|| {
+                StreamError::Corrupt(format!(
+                    "{key} is missing though COMMIT({}) names it",
+                    commit.epoch
+                ))
             })?;
         if commit.part_crcs.get(p) != Some(&crc32c::crc32c(&bytes)) {
-            bail!(
+            corrupt!(
                 "{key} does not match the checksum recorded in COMMIT({})",
                 commit.epoch
             );
@@ -157,12 +160,7 @@ pub(crate) fn read_epoch(
                 bad.extend(bs);
             }
             _ => {
-                let source = source.with_context(|| {
-                    format!(
-                        "epoch {} was logged without its edges (checkpoint none): re-reading it needs the source",
-                        commit.epoch
-                    )
-                })?;
+                let source = source.ok_or(StreamError::NeedsSource(commit.epoch))?;
                 let slice = replay(source, p, start, end).with_context(|| {
                     format!(
                         "re-reading epoch {} of partition {p} from the source",

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{Context, Result, StreamError};
 use crossbeam_channel::{Receiver, Sender};
 use exoflow_graph::EdgeOp;
 use exoflow_ingest::epoch::{Cutter, Slice, Stop};
@@ -209,11 +209,13 @@ fn epoch_loop(
                     b.raw
                 )
             });
-            bail!(
-                "epoch {e}: {bad_n} of {} records malformed, over --max-bad-ratio {}{place}; nothing of this epoch was committed",
-                edges_n + bad_n,
-                cfg.max_bad_ratio
-            );
+            return Err(StreamError::TooManyBad {
+                epoch: e,
+                bad: bad_n,
+                records: edges_n + bad_n,
+                ratio: cfg.max_bad_ratio,
+                place,
+            });
         }
         let slices = Arc::new(slices);
         let mut commit = EpochCommit {
@@ -231,7 +233,7 @@ fn epoch_loop(
                 full: cfg.checkpoint != EpochCheckpoint::None,
                 durable: dtx,
             })
-            .map_err(|_| anyhow!("the committer stopped"))?;
+            .map_err(|_| StreamError::Failed("the committer stopped".into()))?;
         let mut metrics = EpochMetrics {
             epoch: e,
             edges: edges_n as u64,
@@ -246,8 +248,12 @@ fn epoch_loop(
                     metrics.log_durable_at = at;
                     commit.part_crcs = crcs;
                 }
-                Some(Ok(Err(msg))) => bail!("epoch {e}: {msg}"),
-                _ => bail!("epoch {e}: the log writer stopped"),
+                Some(Ok(Err(msg))) => return Err(StreamError::Failed(format!("epoch {e}: {msg}"))),
+                _ => {
+                    return Err(StreamError::Failed(format!(
+                        "epoch {e}: the log writer stopped"
+                    )))
+                }
             }
         }
         // One copy of the edges, in the graph's form; the slices stay with
@@ -270,7 +276,7 @@ fn epoch_loop(
                 metrics,
                 durable,
             })))
-            .map_err(|_| anyhow!("the committer stopped"))?;
+            .map_err(|_| StreamError::Failed("the committer stopped".into()))?;
         // The graph for a snapshot or a batch task is taken after the
         // epoch's output is on its way: its commit does not wait for it.
         let (snapshot_now, batch_now) = (cfg.snapshot_due(e), cfg.batch_due(e));
@@ -286,7 +292,7 @@ fn epoch_loop(
                         graph,
                         keep_from: cfg.keep_from(e, batcher.oldest_pending()),
                     })
-                    .map_err(|_| anyhow!("the snapshot writer stopped"))?;
+                    .map_err(|_| StreamError::Failed("the snapshot writer stopped".into()))?;
             }
         }
     }

@@ -38,7 +38,7 @@
 //! use exoflow_engine::{store::memory::MemStore, Engine};
 //! use exoflow_stream::{JobRequest, Runtime, DAG};
 //!
-//! # fn main() -> anyhow::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let engine = Engine::new(Arc::new(MemStore::new()));
 //! let runtime = Arc::new(Runtime::new().with_quiet(true));
 //! exoflow_stream::register(&engine, runtime.clone())?;
@@ -60,6 +60,7 @@ mod committer;
 pub mod config;
 mod epoch_log;
 mod epoch_loop;
+mod error;
 pub mod layout;
 mod priority;
 pub mod query;
@@ -72,7 +73,7 @@ mod state;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use error::{corrupt, Context};
 use exoflow_engine::store::{put_once, PutOnce, Store};
 use exoflow_engine::{Dag, DagError, Engine, EngineError, Failure, TaskOptions, Workflow};
 use exoflow_ingest::kafka::Until;
@@ -80,6 +81,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::BatchReport;
 pub use config::{EpochCheckpoint, InvalidRequest, JobConfig, JobRequest, OnlineImpl, DAG};
+pub use error::{Result, StreamError};
 pub use query::StreamStatus;
 pub use runtime::Runtime;
 
@@ -121,9 +123,7 @@ pub fn workflow(
     let stream = dag.task(
         "stream",
         TaskOptions::sync().nondeterministic().retries(0),
-        move |ctx| {
-            run::run_stream(ctx, &cfg, &runtime).map_err(|e| Failure::fatal(format!("{e:#}")))
-        },
+        move |ctx| run::run_stream(ctx, &cfg, &runtime).map_err(|e| Failure::fatal(e.report())),
     );
     dag.finish(stream)
 }
@@ -166,7 +166,7 @@ fn now_ms() -> u64 {
 fn write_once(store: &dyn Store, key: &str, bytes: &[u8]) -> Result<()> {
     match put_once(store, key, bytes).with_context(|| format!("writing {key}"))? {
         PutOnce::Written => Ok(()),
-        PutOnce::Differs(_) => bail!(
+        PutOnce::Differs(_) => corrupt!(
             "{key} exists with other bytes: the recomputed output differs from the committed one (nondeterminism, or another owner wrote it)"
         ),
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{corrupt, Context, Result, StreamError};
 use exoflow_engine::store::Store;
 use serde::Serialize;
 
@@ -26,8 +26,9 @@ pub fn read_config(store: &dyn Store, wid: &str) -> Result<JobConfig> {
     let bytes = store
         .get(&key)
         .with_context(|| format!("reading {key}"))?
-        .with_context(|| {
-            format!("workflow {wid} has no streaming job in this store ({key} is missing)")
+        .ok_or_else(|| StreamError::NoJob {
+            wid: wid.to_owned(),
+            key: key.clone(),
         })?;
     serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a job configuration"))
 }
@@ -62,13 +63,19 @@ fn state_at(store: &dyn Store, runtime: &Runtime, wid: &str, at: u64) -> Result<
     let keys = Layout::new(wid);
     let c = committed_prefix(store, &keys)?;
     if at > c || at == 0 {
-        bail!("epoch {at} is not committed (committed epochs: 1..={c})");
+        return Err(StreamError::NotCommitted {
+            epoch: at,
+            committed: c,
+        });
     }
     if let Some(k) = cfg.retain {
         if at + k <= c {
-            bail!(
-                "epoch {at} is older than the last {k} epochs that --retain {k} keeps rebuildable (committed: 1..={c}); its outputs/{wid}/online/{at:010} remains"
-            );
+            return Err(StreamError::NotRetained {
+                wid: wid.to_owned(),
+                epoch: at,
+                retain: k,
+                committed: c,
+            });
         }
     }
     // Logs with edges need no source: open it only for `none` logs.
@@ -82,7 +89,7 @@ fn state_at(store: &dyn Store, runtime: &Runtime, wid: &str, at: u64) -> Result<
     if let Some(r) = recorded_digest(store, wid, at)? {
         let digest = format!("{:016x}", state.online.digest());
         if r != digest {
-            bail!("the recomputed table at epoch {at} has digest {digest}, but its output recorded {r}");
+            corrupt!("the recomputed table at epoch {at} has digest {digest}, but its output recorded {r}");
         }
     }
     Ok(state)

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use exoflow_engine::store::Store;
 use exoflow_graph::EdgeOp;
 use exoflow_ingest::source::Source;
@@ -205,7 +205,7 @@ mod tests {
             ..JobRequest::new("gen:rmat?scale=8&edge-factor=16&seed=5")
         };
         let cfg = crate::prepare(request, &runtime)?.config;
-        let wid = WorkflowId::new("job")?;
+        let wid = WorkflowId::new("job").expect("a valid id");
         let done = engine
             .workflow::<StreamSummary>(DAG)
             .args(&cfg)
@@ -214,7 +214,11 @@ mod tests {
         assert_eq!(done.last_epoch, 7);
         let keys = Layout::new("job");
         let lost: Vec<Vec<u8>> = (5..=7)
-            .map(|e| store.get(&keys.online(e))?.context("an output"))
+            .map(|e| {
+                store
+                    .get(&keys.online(e))?
+                    .ok_or_else(|| crate::StreamError::Corrupt("an output is missing".into()))
+            })
             .collect::<Result<_>>()?;
         for e in 5..=7 {
             store.delete(&keys.online(e))?;
@@ -231,6 +235,25 @@ mod tests {
             let out = state.apply(e, &ops, false)?;
             assert_eq!(out.output, want, "epoch {e}");
         }
+        // Queries name what they cannot give.
+        use crate::query::export;
+        use crate::StreamError;
+        let err = export(store.as_ref(), &runtime, "job", 8).err();
+        assert!(
+            matches!(
+                err,
+                Some(StreamError::NotCommitted {
+                    epoch: 8,
+                    committed: 7
+                })
+            ),
+            "{err:?}"
+        );
+        let err = export(store.as_ref(), &runtime, "other", 1).err();
+        assert!(
+            matches!(&err, Some(StreamError::NoJob { wid, .. }) if wid == "other"),
+            "{err:?}"
+        );
         // Deleting the workflow deletes the job's data too.
         engine.delete(&wid, false)?;
         assert_eq!(store.list("")?, Vec::<String>::new());

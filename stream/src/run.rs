@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Context, Result, StreamError};
 use exoflow_engine::store::Store;
 use exoflow_engine::TaskContext;
 use exoflow_graph::EdgeOp;
@@ -37,10 +37,10 @@ pub(crate) fn run_stream(
     let source = runtime.open_source(&cfg.source, cfg.partitions, cfg.until.as_deref())?;
     let now = source.fingerprint();
     if now != cfg.fingerprint {
-        bail!(
-            "the source changed since the job was created: recorded `{}`, now `{now}`; refusing to resume on other data",
-            cfg.fingerprint
-        );
+        return Err(StreamError::SourceChanged {
+            recorded: cfg.fingerprint.clone(),
+            now,
+        });
     }
     write_once(
         store.as_ref(),
@@ -165,15 +165,12 @@ pub(crate) fn run_stream(
     let _ = snapshots.join();
     let batches = batcher.finish();
     if let Some(e) = progress.take_error() {
-        bail!(e);
+        return Err(StreamError::Failed(e));
     }
     let end = result?;
     batches?;
     if end.stopped {
-        bail!(
-            "stopped on request after epoch {}; `exoflow resume` continues",
-            end.last_epoch
-        );
+        return Err(StreamError::StoppedOnRequest(end.last_epoch));
     }
     Ok(StreamSummary {
         last_epoch: end.last_epoch,

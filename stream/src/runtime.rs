@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Context, Result, StreamError};
 use exoflow_graph::cluster::{Cluster, ClusterSpec};
 use exoflow_ingest::kafka::{KafkaSource, KafkaSpec, Until};
 use exoflow_ingest::rmat::Rmat;
@@ -130,6 +130,6 @@ impl Runtime {
             let until = until.map_or(Until::Unbounded, |o| Until::Offsets(o.to_vec()));
             return Ok(Arc::new(self.open_kafka(spec, until)?));
         }
-        bail!("source {spec}: expected file:PATH, kafka://HOST:PORT[,HOST:PORT]/TOPIC or gen:rmat?scale=S&edge-factor=F&seed=X")
+        Err(StreamError::UnknownSource(spec.to_owned()))
     }
 }

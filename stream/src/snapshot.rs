@@ -10,7 +10,7 @@
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{corrupt, Context, Result, StreamError};
 use crossbeam_channel::Receiver;
 use exoflow_engine::codec::{self, Kind};
 use exoflow_engine::failpoint;
@@ -61,11 +61,11 @@ pub(crate) fn load_snapshot(
         };
         let manifest: Manifest = codec::decode(&mkey, Kind::Manifest, &mbytes)?;
         let dkey = keys.snapshot_data(e);
-        let data = store
-            .get(&dkey)?
-            .with_context(|| format!("{dkey} is missing though its MANIFEST exists"))?;
+        let data = store.get(&dkey)?.ok_or_else(|| {
+            StreamError::Corrupt(format!("{dkey} is missing though its MANIFEST exists"))
+        })?;
         if data.len() as u64 != manifest.data_len || crc32c::crc32c(&data) != manifest.data_crc {
-            bail!("{dkey} does not match its MANIFEST (corrupt snapshot)");
+            corrupt!("{dkey} does not match its MANIFEST (corrupt snapshot)");
         }
         let edges: Vec<(u64, u64)> = codec::decode(&dkey, Kind::Snapshot, &data)?;
         return Ok(Some((e, edges)));
@@ -106,7 +106,10 @@ pub(crate) fn snapshot_writer(
                 .map_or(Ok(()), |k| prune(store.as_ref(), &keys, k, &mut pruned_to))
         });
         if let Err(err) = written {
-            progress.fail(err.context(format!("snapshot of epoch {e}")));
+            progress.fail(StreamError::Context {
+                what: format!("snapshot of epoch {e}"),
+                source: Box::new(err),
+            });
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use exoflow_graph::online::{Differential, EdgesLater, Layered, Online, Recompute};
 use exoflow_graph::{format_fixed, EdgeOp};
 use exoflow_ingest::edge::{Edge, Op};
