@@ -1,0 +1,14 @@
+//! # exoflow-hotel: stateful serverless workflows on exoflow
+//!
+//! The paper's §5.2 application: a travel-reservation service (hotels and
+//! flights) whose functions keep their state in a database, made
+//! exactly-once by workflow checkpoints, beside a Beldi baseline on the
+//! same database.
+//!
+//! Built so far: the database layer ([`kv`]): one key-value trait with
+//! conditional writes and transactions, over SQLite (the embedded default)
+//! and DynamoDB's API, with one conformance suite. The functions, the
+//! gateway, the Beldi protocol and the load generator are not built yet.
+#![deny(missing_docs)]
+
+pub mod kv;
