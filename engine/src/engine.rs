@@ -18,7 +18,7 @@ use crate::commit::Commit;
 use crate::dag::{Built, DagError, Data, Workflow};
 use crate::error::EngineError;
 use crate::id::WorkflowId;
-use crate::layout::{meta_key, status_key, tasks_prefix};
+use crate::layout::{meta_key, status_key, workflow_prefix};
 use crate::lease::{encode, LeaseState};
 use crate::plan::plan;
 use crate::run::{Run, Runs};
@@ -291,9 +291,10 @@ impl Engine {
         };
         let meta_bytes = encode(Kind::Meta, &meta)?;
         let status_bytes = encode(Kind::Status, &status)?;
-        // Made ready now (a local directory) and durable by the metadata's
-        // commit, so that the first output's commit needs no flush of it.
-        self.core.rt.store.prepare(&tasks_prefix(&wid));
+        // Every record of the workflow (metadata, status versions, outputs,
+        // timings) goes into one log in a local store, made ready now and
+        // durable by the metadata's commit.
+        self.core.rt.store.prepare(&workflow_prefix(&wid));
         // The run holds no status until its first version is durable, so
         // that the lease keeper cannot write one before it.
         let run = Run::new(

@@ -123,11 +123,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Announces that keys under `prefix` (ending with `/`) are about to be
     /// created, so that a backend can set up what they need ahead of the
-    /// first one, off its path: a directory, made durable by the next flush
-    /// of its parent rather than by a flush of its own, and a commit log
-    /// that its small objects are appended to (the local store). A hint:
-    /// failing or doing nothing is allowed, and object stores have nothing
-    /// to prepare.
+    /// first one, off its path: in the local store, a commit log beside the
+    /// prefix's directory that every small object below it (at any depth)
+    /// is appended to, made durable by the next flush of its parent rather
+    /// than by a flush of its own. A hint: failing or doing nothing is
+    /// allowed, and object stores have nothing to prepare.
     fn prepare(&self, prefix: &str) {
         let _ = prefix;
     }

@@ -20,20 +20,33 @@ pub(super) struct LogBatch {
 }
 
 impl LocalStore {
-    /// The commit log of `path`'s directory, if it has one: the log, its
-    /// path and `path`'s name in it.
+    /// The commit log that holds `path`, if any: the log of the nearest
+    /// directory above `path` that has one, its path, and `path`'s name in
+    /// it (relative to that directory: `status/000001` in the log of a
+    /// workflow's directory). Writes and reads agree on it: a log is only
+    /// created by [`Store::prepare`] of a directory, before any key below
+    /// it.
+    ///
+    /// [`Store::prepare`]: crate::store::Store::prepare
     pub(super) fn log_of(&self, path: &Path) -> Result<Option<LogRef>, StoreError> {
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return Ok(None);
-        };
-        if dir == self.root {
-            return Ok(None);
+        let mut dir = path;
+        while let Some(up) = dir.parent() {
+            dir = up;
+            if dir == self.root || !dir.starts_with(&self.root) {
+                return Ok(None);
+            }
+            let Some(lp) = log_path(dir) else {
+                return Ok(None);
+            };
+            if let Some(log) = self.logs.get(&lp)? {
+                let Ok(rel) = path.strip_prefix(dir) else {
+                    return Ok(None);
+                };
+                let name = rel.to_string_lossy().into_owned();
+                return Ok(Some((log, lp, name)));
+            }
         }
-        let Some(lp) = log_path(dir) else {
-            return Ok(None);
-        };
-        let name = name.to_string_lossy().into_owned();
-        Ok(self.logs.get(&lp)?.map(|log| (log, lp, name)))
+        Ok(None)
     }
 
     /// The commit log that a new object at `path` goes into, if any.

@@ -12,12 +12,14 @@
 //! more `syncfs` makes the moves durable. Many small commits then cost two
 //! flushes instead of two each.
 //!
-//! Objects of at most 4 MiB created in a directory announced by
-//! [`Store::prepare`] (a workflow's task outputs) are not files: they are
-//! appended to the directory's commit log, `PARENT/.NAME.log`, one flush each
-//! (or one per group commit) instead of two; see `commit_log`. Reads, listings
-//! and deletions see them like files. Other keys (the streaming job's
-//! outputs, which users read as files) stay files.
+//! Objects of at most 4 MiB created below a directory announced by
+//! [`Store::prepare`] (a workflow's records and task outputs) are not files:
+//! they are appended to that directory's commit log, `PARENT/.NAME.log`
+//! (names relative to the directory, `status/000001` say), one flush each (or
+//! one per group commit) instead of two, and no directory is made for them;
+//! see `commit_log`. A key belongs to the log of the nearest directory above
+//! it that has one. Reads, listings and deletions see them like files. Other
+//! keys (the streaming job's outputs, which users read as files) stay files.
 //!
 //! The parts: `durable` (temporary files, fsyncs, no-replace renames),
 //! `logged` (objects in a directory's commit log), `group` (the group
@@ -114,19 +116,24 @@ impl LocalStore {
 }
 
 impl Store for LocalStore {
-    /// Creates the directories of `prefix` now, without flushing them: the
-    /// flush of their parent that a commit does anyway (a workflow's metadata
-    /// into its directory, say) makes them durable, so that the first key
-    /// created in them later costs no flush of its own.
+    /// Creates the commit log of `prefix` (and the directories above it)
+    /// now, without flushing them: the first commit below it (a workflow's
+    /// metadata) makes them durable with its own flush. Every small object
+    /// below `prefix` then goes into that log; its directory is made only
+    /// when an object needs a file there.
     fn prepare(&self, prefix: &str) {
         if validate_prefix(prefix).is_err() || !prefix.ends_with('/') {
             return;
         }
         let dir = self.root.join(prefix.trim_end_matches('/'));
+        let Some(parent) = dir.parent() else {
+            return;
+        };
         if self.durable_dirs.lock().contains(&dir) {
             return;
         }
-        for d in self.dirs_down_to(&dir) {
+        // The directory itself is made only if a key needs a file in it.
+        for d in self.dirs_down_to(parent) {
             if self.durable_dirs.lock().contains(&d) {
                 continue;
             }
@@ -257,13 +264,15 @@ impl Store for LocalStore {
                 out.push(name);
             }
         }
-        // The directory's own log holds names directly below it.
-        if !prefix.is_empty() {
-            if let Some(lp) = log_path(&dir) {
-                let rel = prefix.trim_end_matches('/');
-                for k in self.log_keys(&lp, rel, prefix)? {
-                    out.push(k[prefix.len()..].to_owned());
-                }
+        // The logs of the directory and of those above it hold names below
+        // it: a name directly below, or the first directory of a nested one.
+        for (lp, rel) in self.logs_above(prefix.trim_end_matches('/')) {
+            for k in self.log_keys(&lp, &rel, prefix)? {
+                let rest = &k[prefix.len()..];
+                out.push(match rest.find('/') {
+                    Some(i) => rest[..=i].to_owned(),
+                    None => rest.to_owned(),
+                });
             }
         }
         out.sort_unstable();
@@ -371,41 +380,72 @@ mod tests {
     }
 
     #[test]
-    fn prepared_directories_become_durable_with_their_parents_flush(
+    fn a_prepared_prefix_keeps_every_small_object_below_it_in_one_log(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let s = LocalStore::open(dir.path())?;
-        s.prepare("w/1/tasks/");
-        let tasks = dir.path().join("w/1/tasks");
-        assert!(tasks.is_dir());
-        // Created but not flushed: not durable yet, and an empty directory
-        // is no key.
-        assert!(!s.durable_dirs.lock().contains(&tasks));
+        s.prepare("w/1/");
+        let log = dir.path().join("w/.1.log");
+        assert!(log.is_file());
+        // Created but not flushed: not durable yet; an empty log is no key,
+        // and no directory is made.
+        assert!(!s.durable_dirs.lock().contains(&log));
+        assert!(!dir.path().join("w/1").exists());
         assert!(s.list_dir("w/")?.is_empty());
-        // A commit into its parent flushes the parent: now it is durable.
+        // The first commit flushes the log and its entry in its parent.
         s.put_if_absent("w/1/meta", b"m")?;
-        assert!(s.durable_dirs.lock().contains(&tasks));
+        assert!(s.durable_dirs.lock().contains(&log));
         assert!(s.fresh_dirs.lock().is_empty());
+        // Nested names go into the same log, at any depth.
         assert_eq!(s.put_if_absent("w/1/tasks/t", b"v")?, PutOutcome::Created);
+        assert_eq!(
+            s.put_if_absent("w/1/tasks/t", b"v")?,
+            PutOutcome::AlreadyExists
+        );
+        assert_eq!(s.put_if_absent("w/1/a/b/c", b"d")?, PutOutcome::Created);
         assert_eq!(s.get("w/1/tasks/t")?.as_deref(), Some(&b"v"[..]));
-        // Group commits (syncfs) cover prepared directories too; bad
-        // prefixes are ignored.
-        s.prepare("w/2/tasks/");
+        assert_eq!(s.get("w/1/tasks/u")?, None);
+        assert!(!dir.path().join("w/1").exists());
+        assert_eq!(s.list_dir("w/")?, ["1/"]);
+        assert_eq!(s.list_dir("w/1/")?, ["a/", "meta", "tasks/"]);
+        assert_eq!(s.list_dir("w/1/a/")?, ["b/"]);
+        assert_eq!(s.list("w/1/tasks/")?, ["w/1/tasks/t"]);
+        assert_eq!(s.list("w/1/ta")?, ["w/1/tasks/t"]);
+        assert_eq!(s.list("w/")?, ["w/1/a/b/c", "w/1/meta", "w/1/tasks/t"]);
+        // An object too big for the log gets a file (and its directories).
+        let big = vec![7u8; LOG_MAX + 1];
+        assert_eq!(s.put_if_absent("w/1/tasks/big", &big)?, PutOutcome::Created);
+        assert!(dir.path().join("w/1/tasks/big").is_file());
+        assert_eq!(s.list("w/1/tasks/")?, ["w/1/tasks/big", "w/1/tasks/t"]);
+        assert_eq!(s.get("w/1/tasks/big")?.map(|v| v.len()), Some(LOG_MAX + 1));
+        // Deleting one nested key, then the whole prefix.
+        s.delete("w/1/a/b/c")?;
+        assert_eq!(s.get("w/1/a/b/c")?, None);
+        assert_eq!(s.list_dir("w/1/")?, ["meta", "tasks/"]);
+        assert_eq!(s.delete_prefix("w/1/")?, 3);
+        assert!(s.list("w/")?.is_empty());
+        assert!(!log.exists());
+        // Group commits (syncfs) cover prepared logs too; bad prefixes are
+        // ignored.
+        s.prepare("w/2/");
         s.prepare("../x/");
         s.prepare("w/3");
         let items: Vec<(String, Vec<u8>)> = (0..SYNCFS_FROM)
-            .map(|i| (format!("w/2/k{i}"), vec![i as u8]))
+            .map(|i| (format!("w/2/status/k{i}"), vec![i as u8]))
             .collect();
         let refs: Vec<(&str, &[u8])> = items
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
         assert!(s.put_many_if_absent(&refs).iter().all(|r| r.is_ok()));
-        assert!(s
-            .durable_dirs
-            .lock()
-            .contains(&dir.path().join("w/2/tasks")));
+        assert!(s.durable_dirs.lock().contains(&dir.path().join("w/.2.log")));
+        assert!(!dir.path().join("w/2").exists());
+        assert_eq!(s.list("w/2/status/")?.len(), SYNCFS_FROM);
         assert!(!dir.path().join("w/3").exists());
+        // A fresh handle (another process) reads the same.
+        let again = LocalStore::open(dir.path())?;
+        assert_eq!(again.get("w/2/status/k1")?.as_deref(), Some(&[1u8][..]));
+        assert_eq!(again.list_dir("w/2/")?, ["status/"]);
         Ok(())
     }
 

@@ -28,17 +28,30 @@ impl LocalStore {
         };
         let mut out = Vec::new();
         let mut logs = Vec::new();
-        // The start directory's own log lies beside it, outside the walk.
-        if !dir_rel.is_empty() {
-            if let Some(lp) = log_path(&start) {
-                if lp.is_file() {
-                    logs.push((lp, dir_rel.to_owned()));
-                }
-            }
-        }
+        // The logs of the start directory and of those above it lie outside
+        // the walk, and may hold keys below the start (nested names).
+        logs.extend(self.logs_above(dir_rel));
         walk(&start, dir_rel, prefix, &mut out, &mut logs)
             .map_err(|e| StoreError::io("list", prefix, e))?;
         Ok((out, logs))
+    }
+}
+
+impl LocalStore {
+    /// The commit logs of directory `rel` and of the directories above it
+    /// (path, relative path of the directory they log), nearest first.
+    pub(super) fn logs_above(&self, rel: &str) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        let mut rel = rel;
+        while !rel.is_empty() {
+            if let Some(lp) = log_path(&self.root.join(rel)) {
+                if lp.is_file() {
+                    out.push((lp, rel.to_owned()));
+                }
+            }
+            rel = rel.rfind('/').map_or("", |i| &rel[..i]);
+        }
+        out
     }
 }
 
