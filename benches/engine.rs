@@ -77,19 +77,25 @@ fn fig8c(c: &mut Criterion) {
     g.sample_size(10)
         .measurement_time(Duration::from_secs(10))
         .warm_up_time(Duration::from_secs(1));
+    // The stores are deleted after the last case: deleting tens of
+    // thousands of files just before a case slows its file creation
+    // (ext4 skips recently freed inodes).
+    let mut dirs = Vec::new();
     for mode in [Checkpoint::Skip, Checkpoint::Async, Checkpoint::Sync] {
         let (single_runs, fan_runs) = match mode {
             Checkpoint::Skip => (10_000, 1_000),
             _ => (1_000, 50),
         };
-        let (engine, _dir) = fresh_engine(mode);
+        let (engine, dir) = fresh_engine(mode);
+        dirs.push(dir);
         g.throughput(Throughput::Elements(single_runs as u64));
         g.bench_function(
             BenchmarkId::new(format!("single-nop-runs/{mode:?}"), "local"),
             |b| b.iter(|| burst(&engine, "nop", single_runs)),
         );
         drop(engine);
-        let (engine, _dir) = fresh_engine(mode);
+        let (engine, dir) = fresh_engine(mode);
+        dirs.push(dir);
         g.throughput(Throughput::Elements(fan_runs as u64 * 101));
         g.bench_function(
             BenchmarkId::new(format!("fan100-tasks/{mode:?}"), "local"),
@@ -97,6 +103,7 @@ fn fig8c(c: &mut Criterion) {
         );
     }
     g.finish();
+    drop(dirs);
 }
 
 const SIZES: [(usize, &str); 5] = [

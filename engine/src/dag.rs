@@ -349,6 +349,9 @@ fn fingerprint(nodes: &[Node]) -> u64 {
             n.opts.nondeterministic as u8,
             n.catch_errors as u8,
         ]);
+        if n.opts.wait_until_committed {
+            eat(b"wait-committed");
+        }
         for &i in &n.inputs {
             eat(&(i as u64).to_le_bytes());
         }

@@ -8,6 +8,10 @@
 //!   own completion. When it reaches zero the task's output is written (Sync,
 //!   Async) or counts as committed (Skip). So a task never commits before its
 //!   inputs, even when it ran on an Async parent's in-memory value.
+//!
+//! A task that waits until its inputs are committed
+//! ([`crate::TaskOptions::wait_until_committed`]) has its start gate opened
+//! by its inputs' commits instead of their values.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -405,6 +409,9 @@ impl Run {
 
     fn release_value(self: &Arc<Self>, i: usize) {
         for &c in &self.nodes[i].children {
+            if self.dag.nodes[c].opts.wait_until_committed {
+                continue; // opened by the commit instead
+            }
             if self.nodes[c].start_gate.fetch_sub(1, Ordering::SeqCst) == 1 && !self.is_halted() {
                 self.schedule(c);
             }
@@ -501,6 +508,12 @@ impl Run {
             self.record_timing(n);
             self.uncommitted.fetch_sub(1, Ordering::SeqCst);
             for &c in &self.nodes[n].children {
+                if self.dag.nodes[c].opts.wait_until_committed
+                    && self.nodes[c].start_gate.fetch_sub(1, Ordering::SeqCst) == 1
+                    && !self.is_halted()
+                {
+                    self.schedule(c);
+                }
                 if self.nodes[c].commit_gate.fetch_sub(1, Ordering::SeqCst) == 1 {
                     if self.dag.nodes[c].opts.checkpoint == Checkpoint::Skip {
                         stack.push(c);

@@ -32,6 +32,10 @@ pub struct TaskOptions {
     /// The output may differ between runs: once committed it is never
     /// recomputed, and it must be checkpointed (Sync or Async).
     pub nondeterministic: bool,
+    /// The task starts only once its inputs are committed (durable, or for
+    /// a Skip input, once that input's own inputs are), not merely
+    /// computed: ExoFlow's `wait_until_committed`.
+    pub wait_until_committed: bool,
 }
 
 impl Default for TaskOptions {
@@ -42,6 +46,7 @@ impl Default for TaskOptions {
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             nondeterministic: false,
+            wait_until_committed: false,
         }
     }
 }
@@ -86,6 +91,15 @@ impl TaskOptions {
     /// Marks the task nondeterministic.
     pub fn nondeterministic(mut self) -> Self {
         self.nondeterministic = true;
+        self
+    }
+
+    /// Starts the task only once its inputs are committed, not merely
+    /// computed: its inputs may then checkpoint asynchronously (overlapping
+    /// with their siblings) while this task never acts on a value that a
+    /// crash could take back (a reservation's `order` after its locks, say).
+    pub fn wait_until_committed(mut self) -> Self {
+        self.wait_until_committed = true;
         self
     }
 

@@ -12,8 +12,8 @@ use exoflow_engine::store::faulty::{Faults, FaultyStore};
 use exoflow_engine::store::memory::MemStore;
 use exoflow_engine::store::{PutOutcome, SharedStore, Store, StoreError};
 use exoflow_engine::{
-    Dag, Engine, EngineError, EngineOptions, Failure, ResumeOptions, State, TaskError, TaskOptions,
-    Workflow, WorkflowId,
+    Dag, DagError, Engine, EngineError, EngineOptions, Failure, ResumeOptions, State, TaskError,
+    TaskOptions, Workflow, WorkflowId,
 };
 use parking_lot::Mutex;
 
@@ -309,6 +309,57 @@ fn a_child_of_an_async_parent_runs_at_once_but_commits_after_the_parent() -> R {
     assert!(
         pos("0000.parent") < pos("0001.child"),
         "commit order {created:?}"
+    );
+    Ok(())
+}
+
+/// Two Async "lock" tasks (one slow to commit) and an `order` task that
+/// must never act on an uncommitted lock.
+fn locks_then_order(store: Arc<Recording>, wait: bool) -> Result<Workflow<u64>, DagError> {
+    let mut dag = Dag::new();
+    let slow = dag.task("parent", TaskOptions::asynchronous(), |_| Ok(7u64));
+    let fast = dag.task("other", TaskOptions::asynchronous(), |_| Ok(1u64));
+    let opts = if wait {
+        TaskOptions::sync().wait_until_committed()
+    } else {
+        TaskOptions::sync()
+    };
+    let order = dag.task_all("order", opts, &[slow, fast], move |_, v: &[&u64]| {
+        let created = store.created.lock();
+        for name in ["0000.parent", "0001.other"] {
+            if !created.iter().any(|k| k.ends_with(name)) {
+                return Err(Failure::fatal(format!(
+                    "order started before {name} was durable"
+                )));
+            }
+        }
+        Ok(v.iter().copied().sum())
+    });
+    dag.finish(order)
+}
+
+#[test]
+fn a_task_that_waits_until_committed_starts_only_after_its_async_inputs_are_durable() -> R {
+    let recording = || {
+        Arc::new(Recording {
+            inner: MemStore::new(),
+            created: Mutex::new(Vec::new()),
+            slow_prefix: "0000.parent".into(),
+        })
+    };
+    let store = recording();
+    let engine = fast_engine(store.clone());
+    let wf = locks_then_order(store.clone(), true)?;
+    assert_eq!(*engine.workflow_of(&wf).id(wid("wait")).run()?, 8);
+    // Without the option the same task starts on the in-memory values.
+    let store = recording();
+    let engine = fast_engine(store.clone());
+    let wf = locks_then_order(store.clone(), false)?;
+    let e = engine.workflow_of(&wf).id(wid("nowait")).run();
+    assert!(
+        e.as_ref()
+            .is_err_and(|e| e.to_string().contains("order started before")),
+        "{e:?}"
     );
     Ok(())
 }
