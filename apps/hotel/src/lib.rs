@@ -7,8 +7,12 @@
 //!
 //! Built so far: the database layer ([`kv`]): one key-value trait with
 //! conditional writes and transactions, over SQLite (the embedded default)
-//! and DynamoDB's API, with one conformance suite. The functions, the
+//! and DynamoDB's API, with one conformance suite; the seed data
+//! ([`data`]); and the functions as plain Rust over it ([`functions`]),
+//! with exoflow mode's reservation steps. The function service, the
 //! gateway, the Beldi protocol and the load generator are not built yet.
 #![deny(missing_docs)]
 
+pub mod data;
+pub mod functions;
 pub mod kv;
