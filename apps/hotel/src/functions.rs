@@ -165,6 +165,7 @@ pub fn user(kv: &dyn Kv, name: &str, password: &str) -> Result<bool, KvError> {
 
 /// What a reservation asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Resource {
     /// A room of a hotel.
     Hotel,
@@ -191,6 +192,7 @@ impl Resource {
 
 /// What `acquire` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Acquired {
     /// Locked for the transaction, with one left to take.
     Held,
@@ -243,6 +245,7 @@ pub struct Reservation {
 
 /// How a reservation ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// A room and a seat taken, the order written.
     Booked,

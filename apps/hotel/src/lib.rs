@@ -8,11 +8,16 @@
 //! Built so far: the database layer ([`kv`]): one key-value trait with
 //! conditional writes and transactions, over SQLite (the embedded default)
 //! and DynamoDB's API, with one conformance suite; the seed data
-//! ([`data`]); and the functions as plain Rust over it ([`functions`]),
-//! with exoflow mode's reservation steps. The function service, the
-//! gateway, the Beldi protocol and the load generator are not built yet.
+//! ([`data`]); the functions as plain Rust over it ([`functions`]), with
+//! exoflow mode's reservation steps; the function service, separate
+//! processes serving them over HTTP with injected failures ([`service`],
+//! `exoflow-hotel functions`), and its retrying client ([`client`]). The
+//! gateway (a workflow per request), the Beldi protocol, the load
+//! generator and `check` are not built yet.
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod data;
 pub mod functions;
 pub mod kv;
+pub mod service;

@@ -373,3 +373,31 @@ pub fn validate_name(table: &str) -> Result<(), KvError> {
         Err(KvError::Invalid(format!("bad table name {table:?}")))
     }
 }
+
+/// Opens the database a spec names: `sqlite:PATH`, `dynamodb` (AWS, the
+/// region and credentials from the environment) or
+/// `dynamodb:http://HOST:PORT` (an endpoint such as moto).
+pub fn open(spec: &str) -> Result<std::sync::Arc<dyn Kv>, KvError> {
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        if path.is_empty() {
+            return Err(KvError::Invalid(
+                "sqlite: needs a path (sqlite:PATH)".to_owned(),
+            ));
+        }
+        return Ok(std::sync::Arc::new(sqlite::SqliteKv::open(path)?));
+    }
+    if spec == "dynamodb" {
+        return Ok(std::sync::Arc::new(dynamo::DynamoKv::connect(None)?));
+    }
+    if let Some(ep) = spec.strip_prefix("dynamodb:") {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            return Err(KvError::Invalid(format!(
+                "database {spec}: expected dynamodb:http://HOST:PORT"
+            )));
+        }
+        return Ok(std::sync::Arc::new(dynamo::DynamoKv::connect(Some(ep))?));
+    }
+    Err(KvError::Invalid(format!(
+        "database {spec}: expected sqlite:PATH, dynamodb or dynamodb:http://HOST:PORT"
+    )))
+}

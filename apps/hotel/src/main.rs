@@ -1,0 +1,234 @@
+//! `exoflow-hotel`: the travel-reservation service of the paper's stateful
+//! serverless application.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use exoflow_hotel::data::{self, Seed};
+use exoflow_hotel::service::{self, FailurePoint, Failures, Service};
+
+/// The travel-reservation service of exoflow's stateful serverless
+/// application: functions that keep their state in a database, made
+/// exactly-once by workflows.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Creates the tables and writes the seed data (hotels, flights, users).
+    Seed {
+        /// The database: sqlite:PATH, dynamodb, or dynamodb:http://HOST:PORT.
+        #[arg(long, default_value = "sqlite:hotel.db")]
+        db: String,
+        /// Hotels, and as many flights.
+        #[arg(long, default_value_t = 100)]
+        hotels: u32,
+        /// Users.
+        #[arg(long, default_value_t = 500)]
+        users: u32,
+        /// Rooms per hotel and seats per flight.
+        #[arg(long, default_value_t = 1000)]
+        capacity: i64,
+    },
+    /// Serves the functions over HTTP from several processes on one port,
+    /// restarting any that dies.
+    Functions {
+        /// The database: sqlite:PATH, dynamodb, or dynamodb:http://HOST:PORT.
+        #[arg(long, default_value = "sqlite:hotel.db")]
+        db: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        listen: SocketAddr,
+        /// Serving processes.
+        #[arg(long, default_value_t = 2)]
+        processes: u32,
+        /// Probability that an invocation fails, in [0, 1].
+        #[arg(long, default_value_t = 0.0)]
+        failure_rate: f64,
+        /// Where an injected failure strikes.
+        #[arg(long, value_enum, default_value_t = FailurePoint::Before)]
+        failure_point: FailurePoint,
+        /// Seed of the failures (each process draws its own sequence).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Runs one serving process (the supervisor starts these).
+        #[arg(long, hide = true)]
+        child: Option<u64>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("exoflow-hotel: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Seed {
+            db,
+            hotels,
+            users,
+            capacity,
+        } => {
+            if hotels == 0 || users == 0 || capacity < 0 {
+                bail!("--hotels and --users must be at least 1, --capacity at least 0");
+            }
+            let kv = exoflow_hotel::kv::open(&db)?;
+            let seed = Seed {
+                hotels,
+                users,
+                capacity,
+            };
+            let n = data::seed(kv.as_ref(), &seed).with_context(|| format!("seeding {db}"))?;
+            println!("seeded {}: {n} items ({hotels} hotels and flights with {capacity} each, {users} users)", kv.describe());
+            Ok(())
+        }
+        Cmd::Functions {
+            db,
+            listen,
+            processes,
+            failure_rate,
+            failure_point,
+            seed,
+            child,
+        } => {
+            if !(0.0..=1.0).contains(&failure_rate) {
+                bail!("--failure-rate must be within [0, 1], not {failure_rate}");
+            }
+            let failures = Failures {
+                rate: failure_rate,
+                point: failure_point,
+                seed,
+            };
+            match child {
+                Some(seed) => serve_one(&db, listen, Failures { seed, ..failures }),
+                None => supervise(&db, listen, processes.max(1), failures),
+            }
+        }
+    }
+}
+
+/// One serving process: until SIGTERM or SIGINT.
+fn serve_one(db: &str, listen: SocketAddr, failures: Failures) -> Result<()> {
+    let kv = exoflow_hotel::kv::open(db)?;
+    let service = Arc::new(Service::new(kv, failures));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let listener =
+            service::shared_listener(listen).with_context(|| format!("listening on {listen}"))?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing a SIGTERM handler")?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        axum::serve(listener, service::router(service))
+            .with_graceful_shutdown(stop)
+            .await
+            .context("serving")
+    })
+}
+
+/// Starts `processes` serving processes and restarts any that exits, until
+/// SIGTERM or SIGINT; then stops them.
+fn supervise(db: &str, listen: SocketAddr, processes: u32, failures: Failures) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing a signal handler")?;
+    }
+    let exe = std::env::current_exe().context("finding this program")?;
+    // Each start draws its own failure sequence, from the seed.
+    let mut starts: u64 = 0;
+    let mut spawn = |slot: u32| -> Result<(Child, Instant)> {
+        starts += 1;
+        let seed = failures.seed.wrapping_mul(1_000_003).wrapping_add(starts);
+        let child = Command::new(&exe)
+            .args(["functions", "--db", db, "--listen", &listen.to_string()])
+            .args(["--failure-rate", &failures.rate.to_string()])
+            .args([
+                "--failure-point",
+                match failures.point {
+                    FailurePoint::Before => "before",
+                    FailurePoint::After => "after",
+                },
+            ])
+            .args(["--child", &seed.to_string()])
+            .spawn()
+            .with_context(|| format!("starting serving process {slot}"))?;
+        Ok((child, Instant::now()))
+    };
+    let mut children = Vec::new();
+    for slot in 0..processes {
+        children.push(spawn(slot)?);
+    }
+    let pids: Vec<String> = children.iter().map(|(c, _)| c.id().to_string()).collect();
+    eprintln!(
+        "functions: {processes} processes on http://{listen} (pids {}), database {db}",
+        pids.join(" ")
+    );
+    let mut quick_exits = 0;
+    let result = loop {
+        if stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        let mut failed = None;
+        for (slot, (child, started)) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                // A process that exits by itself at once (a bad port, a bad
+                // database) would again: give up after a few. One killed by
+                // a signal is restarted, however young.
+                if status.code().is_some() && started.elapsed() < Duration::from_secs(1) {
+                    quick_exits += 1;
+                } else {
+                    quick_exits = 0;
+                }
+                if quick_exits >= 3 {
+                    failed = Some(format!(
+                        "serving processes keep exiting at start (last: {status})"
+                    ));
+                    break;
+                }
+                let (c, t) = spawn(slot as u32)?;
+                eprintln!(
+                    "functions: process {} exited ({status}); restarted as {}",
+                    child.id(),
+                    c.id()
+                );
+                *child = c;
+                *started = t;
+            }
+        }
+        if let Some(why) = failed {
+            break Err(anyhow::anyhow!(why));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for (child, _) in &mut children {
+        // SIGTERM lets a process finish its requests in flight.
+        // SAFETY: kill with a pid of a child this process started.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    for (child, _) in &mut children {
+        let _ = child.wait();
+    }
+    result
+}
