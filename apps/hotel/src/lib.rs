@@ -11,13 +11,14 @@
 //! ([`data`]); the functions as plain Rust over it ([`functions`]), with
 //! exoflow mode's reservation steps; the function service, separate
 //! processes serving them over HTTP with injected failures ([`service`],
-//! `exoflow-hotel functions`), and its retrying client ([`client`]). The
-//! gateway (a workflow per request), the Beldi protocol, the load
-//! generator and `check` are not built yet.
+//! `exoflow-hotel functions`), and its retrying client ([`client`]); the
+//! gateway of exoflow mode, a workflow per request ([`gateway`]). The
+//! Beldi protocol, the load generator and `check` are not built yet.
 #![deny(missing_docs)]
 
 pub mod client;
 pub mod data;
 pub mod functions;
+pub mod gateway;
 pub mod kv;
 pub mod service;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use exoflow_hotel::client::Functions;
 use exoflow_hotel::data::{self, Seed};
+use exoflow_hotel::gateway::{self, GatewayError, Request, Variant};
 use exoflow_hotel::service::{self, FailurePoint, Failures, Service};
 
 /// The travel-reservation service of exoflow's stateful serverless
@@ -64,6 +66,29 @@ enum Cmd {
         #[arg(long, hide = true)]
         child: Option<u64>,
     },
+    /// Answers client requests (POST /request), each as a workflow whose
+    /// tasks call the function service; resumes what a dead gateway left.
+    Gateway {
+        /// The function service.
+        #[arg(long, default_value = "http://127.0.0.1:7100")]
+        functions: String,
+        /// The workflow store: a local directory, or s3://BUCKET/PREFIX.
+        #[arg(long, default_value = "hotel-store")]
+        store: String,
+        /// S3 endpoint override (moto, MinIO).
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        s3_endpoint: Option<String>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7200")]
+        listen: SocketAddr,
+        /// How a reservation's workflow checkpoints.
+        #[arg(long, value_enum, default_value_t = Variant::Parallel)]
+        reserve: Variant,
+        /// Seconds a finished request's workflow is kept (a client retry
+        /// within it gets the same answer without running again).
+        #[arg(long, default_value_t = 60)]
+        keep_finished: u64,
+    },
 }
 
 fn main() {
@@ -116,7 +141,120 @@ fn run(cli: Cli) -> Result<()> {
                 None => supervise(&db, listen, processes.max(1), failures),
             }
         }
+        Cmd::Gateway {
+            functions,
+            store,
+            s3_endpoint,
+            listen,
+            reserve,
+            keep_finished,
+        } => {
+            let store = exoflow_engine::store::open(&store, s3_endpoint)
+                .with_context(|| format!("opening the store {store}"))?;
+            let engine = Arc::new(exoflow_engine::Engine::new(store));
+            let f = Arc::new(Functions::new(&functions));
+            gateway::register(&engine, f.clone(), reserve)?;
+            serve_gateway(engine, f, listen, Duration::from_secs(keep_finished))
+        }
     }
+}
+
+/// The gateway's HTTP server, its recovery of orphaned workflows and its
+/// deletion of finished ones, until SIGTERM or SIGINT.
+fn serve_gateway(
+    engine: Arc<exoflow_engine::Engine>,
+    f: Arc<Functions>,
+    listen: SocketAddr,
+    keep: Duration,
+) -> Result<()> {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    async fn request(
+        State((engine, f)): State<(Arc<exoflow_engine::Engine>, Arc<Functions>)>,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        let reply =
+            |status: StatusCode, v: serde_json::Value| (status, axum::Json(v)).into_response();
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        let req: Request = match serde_path_to_error::deserialize(&mut de) {
+            Ok(r) => r,
+            Err(e) => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({ "error": format!("malformed request: at `{}`: {}", e.path(), e.inner()) }),
+                )
+            }
+        };
+        let done = tokio::task::spawn_blocking(move || gateway::answer(&engine, &f, &req)).await;
+        match done {
+            Ok(Ok(a)) => reply(StatusCode::OK, serde_json::json!(a)),
+            Ok(Err(e @ GatewayError::Bad(_))) => reply(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": e.to_string() }),
+            ),
+            Ok(Err(e)) => reply(
+                StatusCode::BAD_GATEWAY,
+                serde_json::json!({ "error": e.to_string() }),
+            ),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": e.to_string() }),
+            ),
+        }
+    }
+
+    // What a dead gateway left, now and every few seconds; and the
+    // deletion of finished workflows.
+    let janitor = engine.clone();
+    std::thread::Builder::new()
+        .name("gateway-janitor".into())
+        .spawn(move || loop {
+            if let Err(e) = gateway::resume_orphans(&janitor) {
+                eprintln!("gateway: resuming orphaned workflows: {e}");
+            }
+            if let Err(e) = gateway::delete_finished(&janitor, keep) {
+                eprintln!("gateway: deleting finished workflows: {e}");
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        })
+        .context("starting the janitor thread")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(512)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        eprintln!(
+            "gateway: http://{listen}/request, store {}",
+            engine.store().describe()
+        );
+        let app = axum::Router::new()
+            .route("/request", axum::routing::post(request))
+            .route(
+                "/health",
+                axum::routing::get(|| async { std::process::id().to_string() }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(service::BODY_LIMIT))
+            .with_state((engine, f));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing a SIGTERM handler")?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("serving")
+    })
 }
 
 /// One serving process: until SIGTERM or SIGINT.

@@ -1,0 +1,220 @@
+//! The gateway in exoflow mode, as processes: clients send reservations
+//! (retrying a request under its id until it is answered) while the
+//! gateway is killed with `kill -9` and restarted and the functions fail
+//! at random; every reservation is then answered, and the database holds
+//! exactly the bookings the clients were told of.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use exoflow_hotel::data::{self, Seed, FLIGHT, HOTEL, ORDER};
+use exoflow_hotel::kv::sqlite::SqliteKv;
+use exoflow_hotel::kv::{Kv, Value};
+use rand::{Rng, SeedableRng};
+
+const BIN: &str = env!("CARGO_BIN_EXE_exoflow-hotel");
+
+/// A child process stopped (SIGKILL) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start exoflow-hotel"),
+    )
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], exoflow_testkit::free_port()))
+}
+
+/// Posts `body` to the gateway until it answers (any status but a lost
+/// connection or a 5xx); the answer's body.
+fn ask(agent: &ureq::Agent, url: &str, body: &str, deadline: Instant) -> serde_json::Value {
+    loop {
+        assert!(Instant::now() < deadline, "no answer to {body}");
+        if let Ok(mut r) = agent.post(url).send(body) {
+            let status = r.status().as_u16();
+            if let Ok(text) = r.body_mut().read_to_string() {
+                if status < 500 {
+                    assert_eq!(status, 200, "{body}: {text}");
+                    return serde_json::from_str(&text).expect("JSON answer");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run_reservations(variant: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hotel.db");
+    let db = format!("sqlite:{}", path.display());
+    let store = dir.path().join("store");
+    let kv = SqliteKv::open(&path).expect("open");
+    let (hotels, capacity) = (4u32, 6i64);
+    data::seed(
+        &kv,
+        &Seed {
+            hotels,
+            users: 4,
+            capacity,
+        },
+    )
+    .expect("seed");
+    let fn_addr = addr();
+    let _functions = spawn(&[
+        "functions",
+        "--db",
+        &db,
+        "--listen",
+        &fn_addr.to_string(),
+        "--processes",
+        "2",
+        "--failure-rate",
+        "0.1",
+        "--failure-point",
+        "after",
+        "--seed",
+        "3",
+    ]);
+    exoflow_testkit::wait_for_port(fn_addr, Duration::from_secs(30), "the function service");
+    let gw_addr = addr();
+    let gw_args: Vec<String> = [
+        "gateway",
+        "--functions",
+        &format!("http://{fn_addr}"),
+        "--store",
+        &store.display().to_string(),
+        "--listen",
+        &gw_addr.to_string(),
+        "--reserve",
+        variant,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let start_gateway = move || {
+        let args: Vec<&str> = gw_args.iter().map(String::as_str).collect();
+        let p = spawn(&args);
+        exoflow_testkit::wait_for_port(gw_addr, Duration::from_secs(30), "the gateway");
+        p
+    };
+    let start_gateway = Arc::new(start_gateway);
+    let gateway = Arc::new(Mutex::new(Some(start_gateway())));
+    // Clients: 60 reservations over 4 hotels of 6 rooms, so some sell out.
+    let url = format!("http://{gw_addr}/request");
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let clients: Vec<_> = (0..3)
+        .map(|c| {
+            let (url, answers) = (url.clone(), answers.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(20)))
+                    .build()
+                    .into();
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c);
+                for n in 0..20 {
+                    let (h, f) = (rng.random_range(0..hotels), rng.random_range(0..hotels));
+                    let body = format!(
+                        r#"{{"id":"c{c}-{n}","ask":{{"reserve":{{"user":"user{c}","hotel":"{h}","flight":"{f}"}}}}}}"#
+                    );
+                    let a = ask(&agent, &url, &body, deadline);
+                    answers.lock().expect("lock").push((h, f, a));
+                }
+            })
+        })
+        .collect();
+    // kill -9 the gateway at seeded moments, and start it again.
+    let killer = {
+        let (gateway, done, start_gateway) = (gateway.clone(), done.clone(), start_gateway.clone());
+        std::thread::spawn(move || {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+            let mut kills = 0;
+            while !done.load(Ordering::SeqCst) && kills < 6 {
+                std::thread::sleep(Duration::from_millis(rng.random_range(50..250)));
+                let mut g = gateway.lock().expect("lock");
+                if let Some(mut p) = g.take() {
+                    let _ = p.0.kill();
+                    let _ = p.0.wait();
+                    kills += 1;
+                }
+                *g = Some(start_gateway());
+            }
+            kills
+        })
+    };
+    for c in clients {
+        c.join().expect("client");
+    }
+    done.store(true, Ordering::SeqCst);
+    let kills = killer.join().expect("killer");
+    assert!(kills >= 3, "only {kills} kills landed");
+    // Let the last gateway finish what it resumed (a settle may follow an
+    // answer only when a client got its answer from an earlier attempt).
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = answers.lock().expect("lock").clone();
+    assert_eq!(answers.len(), 60);
+    let sold_out = answers
+        .iter()
+        .filter(|(_, _, a)| a.to_string().contains("sold out"))
+        .count();
+    assert!(sold_out > 0, "60 reservations of 24 rooms: some sell out");
+    let booked: Vec<(u32, u32)> = answers
+        .iter()
+        .filter(|(_, _, a)| a.get("reserve").and_then(|r| r.as_str()) == Some("booked"))
+        .map(|(h, f, _)| (*h, *f))
+        .collect();
+    for (_, _, a) in &answers {
+        let r = a.get("reserve").expect("a reservation answer");
+        assert!(
+            r.as_str() == Some("booked") || r.get("failed").is_some(),
+            "{a}"
+        );
+    }
+    assert_eq!(
+        kv.scan(ORDER).expect("scan").len(),
+        booked.len(),
+        "orders = bookings told"
+    );
+    for i in 0..hotels {
+        let id = i.to_string();
+        let rooms = booked.iter().filter(|b| b.0 == i).count() as i64;
+        let seats = booked.iter().filter(|b| b.1 == i).count() as i64;
+        let left = |t: &str| {
+            let item = kv.get(t, &id).expect("get").expect("item");
+            assert!(!item.contains_key("holder"), "{t}/{id} still locked");
+            item.get("cap").and_then(Value::as_n).expect("cap")
+        };
+        assert_eq!(left(HOTEL), capacity - rooms, "hotel {id}");
+        assert_eq!(left(FLIGHT), capacity - seats, "flight {id}");
+    }
+    drop(gateway);
+}
+
+#[test]
+fn reservations_are_exactly_once_through_gateway_kills_parallel() {
+    run_reservations("parallel");
+}
+
+#[test]
+fn reservations_are_exactly_once_through_gateway_kills_async() {
+    run_reservations("async");
+}
