@@ -242,14 +242,7 @@ fn serve_gateway(
             )
             .layer(axum::extract::DefaultBodyLimit::max(service::BODY_LIMIT))
             .with_state((engine, f));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing a SIGTERM handler")?;
-        let stop = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
+        let stop = shutdown_signal()?;
         axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
@@ -269,14 +262,7 @@ fn serve_one(db: &str, listen: SocketAddr, failures: Failures) -> Result<()> {
     rt.block_on(async move {
         let listener =
             service::shared_listener(listen).with_context(|| format!("listening on {listen}"))?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing a SIGTERM handler")?;
-        let stop = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
+        let stop = shutdown_signal()?;
         axum::serve(listener, service::router(service))
             .with_graceful_shutdown(stop)
             .await
@@ -369,4 +355,16 @@ fn supervise(db: &str, listen: SocketAddr, processes: u32, failures: Failures) -
         let _ = child.wait();
     }
     result
+}
+
+/// Resolves on SIGTERM or SIGINT (inside a runtime).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing a SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    })
 }

@@ -15,7 +15,9 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{validate_name, validate_transaction, Change, Cond, Item, Kv, KvError, Value, Write};
+use super::{
+    check_key, validate_name, validate_transaction, Change, Cond, Item, Kv, KvError, Value, Write,
+};
 
 /// The hash key attribute of every table.
 const KEY: &str = "_k";
@@ -98,14 +100,28 @@ impl DynamoKv {
     }
 }
 
-fn check_key(key: &str) -> Result<(), KvError> {
-    if key.is_empty() || key.len() > 1024 {
-        return Err(KvError::Invalid(format!(
-            "a key has 1 to 1024 bytes, not {}",
-            key.len()
-        )));
-    }
-    Ok(())
+/// The outcome of a single-item write: a failed condition is
+/// [`KvError::ConditionFailed`], any other error the backend's.
+fn guarded<T, E>(
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E>>,
+    op: &'static str,
+    table: &str,
+    key: &str,
+) -> Result<T, KvError>
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    aws_sdk_dynamodb::error::SdkError<E>: std::error::Error,
+{
+    result.map_err(|err| {
+        if err.code() == Some("ConditionalCheckFailedException") {
+            KvError::ConditionFailed {
+                table: table.to_owned(),
+                key: key.to_owned(),
+            }
+        } else {
+            backend(op, format!("{table}/{key}: {}", describe_err(&err)))
+        }
+    })
 }
 
 fn check_attrs<'a>(names: impl Iterator<Item = &'a String>) -> Result<(), KvError> {
@@ -365,23 +381,7 @@ impl Kv for DynamoKv {
                 .send()
                 .await
         });
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(KvError::ConditionFailed {
-                    table: table.to_owned(),
-                    key: key.to_owned(),
-                })
-            }
-            Err(err) => Err(backend(
-                "put",
-                format!("{table}/{key}: {}", describe_err(&err)),
-            )),
-        }
+        guarded(result, "put", table, key).map(|_| ())
     }
 
     fn update(
@@ -411,25 +411,9 @@ impl Kv for DynamoKv {
                 .send()
                 .await
         });
-        match result {
-            Ok(out) => Ok(match out.attributes {
-                Some(raw) => from_item(table, raw)?.1,
-                None => Item::new(),
-            }),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(KvError::ConditionFailed {
-                    table: table.to_owned(),
-                    key: key.to_owned(),
-                })
-            }
-            Err(err) => Err(backend(
-                "update",
-                format!("{table}/{key}: {}", describe_err(&err)),
-            )),
+        match guarded(result, "update", table, key)?.attributes {
+            Some(raw) => Ok(from_item(table, raw)?.1),
+            None => Ok(Item::new()),
         }
     }
 
@@ -450,23 +434,7 @@ impl Kv for DynamoKv {
                 .send()
                 .await
         });
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(KvError::ConditionFailed {
-                    table: table.to_owned(),
-                    key: key.to_owned(),
-                })
-            }
-            Err(err) => Err(backend(
-                "delete",
-                format!("{table}/{key}: {}", describe_err(&err)),
-            )),
-        }
+        guarded(result, "delete", table, key).map(|_| ())
     }
 
     fn transact(&self, writes: &[Write]) -> Result<(), KvError> {

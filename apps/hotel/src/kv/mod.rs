@@ -361,6 +361,17 @@ pub fn validate_transaction(writes: &[Write]) -> Result<(), KvError> {
     Ok(())
 }
 
+/// Keys: 1 to 1,024 bytes.
+pub(crate) fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(KvError::Invalid(format!(
+            "a key has 1 to 1024 bytes, not {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Table names: 3 to 255 of `[A-Za-z0-9_.-]` (DynamoDB's rule).
 pub fn validate_name(table: &str) -> Result<(), KvError> {
     let ok = (3..=255).contains(&table.len())

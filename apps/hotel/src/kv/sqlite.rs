@@ -11,7 +11,8 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    apply_changes, validate_name, validate_transaction, Change, Cond, Item, Kv, KvError, Write,
+    apply_changes, check_key, validate_name, validate_transaction, Change, Cond, Item, Kv, KvError,
+    Write,
 };
 
 /// How long a write waits for another process's write to finish.
@@ -76,16 +77,6 @@ impl SqliteKv {
         tx.commit().map_err(|e| backend(op, e))?;
         Ok(out)
     }
-}
-
-fn check_key(key: &str) -> Result<(), KvError> {
-    if key.is_empty() || key.len() > 1024 {
-        return Err(KvError::Invalid(format!(
-            "a key has 1 to 1024 bytes, not {}",
-            key.len()
-        )));
-    }
-    Ok(())
 }
 
 fn table_exists(c: &Connection, table: &str) -> Result<(), KvError> {
