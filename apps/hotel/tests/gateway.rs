@@ -119,11 +119,12 @@ fn run_reservations(variant: &str) {
     // Clients: 60 reservations over 4 hotels of 6 rooms, so some sell out.
     let url = format!("http://{gw_addr}/request");
     let answers = Arc::new(Mutex::new(Vec::new()));
-    let done = Arc::new(AtomicBool::new(false));
+    // Each client holds its last request until every kill has landed.
+    let killed_all = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(90);
     let clients: Vec<_> = (0..3)
         .map(|c| {
-            let (url, answers) = (url.clone(), answers.clone());
+            let (url, answers, killed_all) = (url.clone(), answers.clone(), killed_all.clone());
             std::thread::spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
@@ -132,6 +133,9 @@ fn run_reservations(variant: &str) {
                     .into();
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c);
                 for n in 0..20 {
+                    while n == 19 && !killed_all.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                     let (h, f) = (rng.random_range(0..hotels), rng.random_range(0..hotels));
                     let body = format!(
                         r#"{{"id":"c{c}-{n}","ask":{{"reserve":{{"user":"user{c}","hotel":"{h}","flight":"{f}"}}}}}}"#
@@ -142,14 +146,21 @@ fn run_reservations(variant: &str) {
             })
         })
         .collect();
-    // kill -9 the gateway at seeded moments, and start it again.
+    // kill -9 the gateway at seeded points of the clients' progress (other
+    // requests are then in flight), and start it again.
     let killer = {
-        let (gateway, done, start_gateway) = (gateway.clone(), done.clone(), start_gateway.clone());
+        let (gateway, answers, killed_all) = (gateway.clone(), answers.clone(), killed_all.clone());
+        let start_gateway = start_gateway.clone();
         std::thread::spawn(move || {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+            let mut points: Vec<usize> = (0..4).map(|_| rng.random_range(5..55)).collect();
+            points.sort_unstable();
             let mut kills = 0;
-            while !done.load(Ordering::SeqCst) && kills < 6 {
-                std::thread::sleep(Duration::from_millis(rng.random_range(50..250)));
+            for p in points {
+                // At most 57 answers come before the kills end.
+                while answers.lock().expect("lock").len() < p {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 let mut g = gateway.lock().expect("lock");
                 if let Some(mut p) = g.take() {
                     let _ = p.0.kill();
@@ -158,15 +169,15 @@ fn run_reservations(variant: &str) {
                 }
                 *g = Some(start_gateway());
             }
+            killed_all.store(true, Ordering::SeqCst);
             kills
         })
     };
     for c in clients {
         c.join().expect("client");
     }
-    done.store(true, Ordering::SeqCst);
     let kills = killer.join().expect("killer");
-    assert!(kills >= 3, "only {kills} kills landed");
+    assert_eq!(kills, 4, "every kill lands while clients wait");
     // Let the last gateway finish what it resumed (a settle may follow an
     // answer only when a client got its answer from an earlier attempt).
     std::thread::sleep(Duration::from_millis(500));
