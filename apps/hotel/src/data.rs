@@ -32,9 +32,13 @@ pub const ORDER: &str = "hotel_orders";
 /// `outcome` (`booked` or `failed`) and `why`.
 pub const TXNS: &str = "hotel_txns";
 
+/// What was seeded, under the key `seed`: `hotels`, `users`, `capacity`
+/// (what `check` compares the capacities left with).
+pub const META: &str = "hotel_meta";
+
 /// Every table of the application.
-pub const TABLES: [&str; 9] = [
-    GEO, PROFILE, RATE, RECOMMEND, USER, HOTEL, FLIGHT, ORDER, TXNS,
+pub const TABLES: [&str; 10] = [
+    GEO, PROFILE, RATE, RECOMMEND, USER, HOTEL, FLIGHT, ORDER, TXNS, META,
 ];
 
 /// How much to seed.
@@ -153,7 +157,36 @@ pub fn items(seed: &Seed) -> Vec<(&'static str, String, Item)> {
     for u in 0..seed.users {
         out.push((USER, user_name(u), item([("password", password(u).into())])));
     }
+    out.push((
+        META,
+        "seed".to_owned(),
+        item([
+            ("hotels", i64::from(seed.hotels).into()),
+            ("users", i64::from(seed.users).into()),
+            ("capacity", seed.capacity.into()),
+        ]),
+    ));
     out
+}
+
+/// The seed recorded in the database, if it was seeded.
+pub fn recorded_seed(kv: &dyn Kv) -> Result<Option<Seed>, KvError> {
+    let found = match kv.get(META, "seed") {
+        Err(KvError::Invalid(m)) if m.starts_with("no table") => None,
+        other => other?,
+    };
+    let Some(i) = found else {
+        return Ok(None);
+    };
+    let n = |a: &str| int(&i, META, "seed", a);
+    let small = |a: &str| -> Result<u32, KvError> {
+        u32::try_from(n(a)?).map_err(|_| KvError::Invalid(format!("{META}/seed: {a} out of range")))
+    };
+    Ok(Some(Seed {
+        hotels: small("hotels")?,
+        users: small("users")?,
+        capacity: n("capacity")?,
+    }))
 }
 
 /// Creates the tables and writes the seed (replacing what is there).

@@ -12,10 +12,12 @@
 //! exoflow mode's reservation steps; the function service, separate
 //! processes serving them over HTTP with injected failures ([`service`],
 //! `exoflow-hotel functions`), and its retrying client ([`client`]); the
-//! gateway of exoflow mode, a workflow per request ([`gateway`]). The
-//! Beldi protocol, the load generator and `check` are not built yet.
+//! gateway of exoflow mode, a workflow per request ([`gateway`]); and the
+//! exactly-once check of the database ([`check`]). The Beldi protocol and
+//! the load generator are not built yet.
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod client;
 pub mod data;
 pub mod functions;

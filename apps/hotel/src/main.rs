@@ -66,6 +66,14 @@ enum Cmd {
         #[arg(long, hide = true)]
         child: Option<u64>,
     },
+    /// Checks the database for exactly-once reservations, once every
+    /// workflow has ended: orders equal booked decisions, capacities equal
+    /// the seed less the orders, no lock held. Exits 1 on a violation.
+    Check {
+        /// The database: sqlite:PATH, dynamodb, or dynamodb:http://HOST:PORT.
+        #[arg(long, default_value = "sqlite:hotel.db")]
+        db: String,
+    },
     /// Answers client requests (POST /request), each as a workflow whose
     /// tasks call the function service; resumes what a dead gateway left.
     Gateway {
@@ -140,6 +148,25 @@ fn run(cli: Cli) -> Result<()> {
                 Some(seed) => serve_one(&db, listen, Failures { seed, ..failures }),
                 None => supervise(&db, listen, processes.max(1), failures),
             }
+        }
+        Cmd::Check { db } => {
+            let kv = exoflow_hotel::kv::open(&db)?;
+            let r = exoflow_hotel::check::check(kv.as_ref())
+                .with_context(|| format!("checking {db}"))?;
+            println!(
+                "{}: {} orders, {} failed reservations, {} violations",
+                kv.describe(),
+                r.orders,
+                r.failed,
+                r.violations.len()
+            );
+            for v in &r.violations {
+                println!("  {v}");
+            }
+            if !r.violations.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Cmd::Gateway {
             functions,

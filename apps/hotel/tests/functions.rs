@@ -232,3 +232,51 @@ fn fails_cleanly(dynamo: bool) {
     assert_eq!(holder(kv, FLIGHT, "1"), None);
     assert_eq!(kv.scan(ORDER).expect("scan").len(), 1);
 }
+
+#[test]
+fn check_passes_after_reservations_and_names_each_inconsistency() {
+    use exoflow_hotel::check::check;
+    use exoflow_hotel::kv::{item, Change};
+    let (_d, kv) = seeded(Seed {
+        hotels: 3,
+        users: 1,
+        capacity: 2,
+    });
+    let r = |h: &str, f: &str| Reservation {
+        user: "user0".into(),
+        hotel: h.into(),
+        flight: f.into(),
+    };
+    for (txn, h, f) in [("a", "0", "1"), ("b", "0", "2"), ("c", "0", "1")] {
+        let ha = acquire(&kv, Resource::Hotel, h, txn).expect("lock");
+        let fa = acquire(&kv, Resource::Flight, f, txn).expect("lock");
+        settle(&kv, txn, &r(h, f), &ha, &fa).expect("settle");
+    }
+    let ok = check(&kv).expect("check");
+    assert_eq!((ok.orders, ok.failed), (2, 1), "hotel 0 sold out for c");
+    assert!(ok.violations.is_empty(), "{:?}", ok.violations);
+    // A room taken twice, a lock left, an order without its decision.
+    kv.update(HOTEL, "0", &[Change::add("cap", -1)], None)
+        .expect("tamper");
+    kv.update(FLIGHT, "2", &[Change::set("holder", "z")], None)
+        .expect("tamper");
+    kv.put(
+        ORDER,
+        "z",
+        item([("hotel", "1".into()), ("flight", "1".into())]),
+        None,
+    )
+    .expect("tamper");
+    let bad = check(&kv).expect("check");
+    let all = bad.violations.join("\n");
+    assert!(
+        all.contains("hotel_rooms/0: capacity -1 below zero"),
+        "{all}"
+    );
+    assert!(all.contains("hotel_flights/2: still locked"), "{all}");
+    assert!(all.contains("order z has no booked decision"), "{all}");
+    assert!(
+        all.contains("hotel_rooms/1: 2 left, but 2 seeded less 1 orders is 1"),
+        "{all}"
+    );
+}

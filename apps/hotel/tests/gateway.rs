@@ -205,6 +205,13 @@ fn run_reservations(variant: &str) {
         booked.len(),
         "orders = bookings told"
     );
+    let report = exoflow_hotel::check::check(&kv).expect("check");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(
+        report.orders + report.failed,
+        60,
+        "every reservation decided once"
+    );
     for i in 0..hotels {
         let id = i.to_string();
         let rooms = booked.iter().filter(|b| b.0 == i).count() as i64;
