@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use exoflow_hotel::data::{self, Seed, FLIGHT, HOTEL, ORDER};
-use exoflow_hotel::kv::sqlite::SqliteKv;
-use exoflow_hotel::kv::{Kv, Value};
+use exoflow_hotel::kv::Value;
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exoflow-hotel");
@@ -60,15 +59,21 @@ fn ask(agent: &ureq::Agent, url: &str, body: &str, deadline: Instant) -> serde_j
     }
 }
 
-fn run_reservations(variant: &str) {
+fn run_reservations(variant: &str, dynamo: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("hotel.db");
-    let db = format!("sqlite:{}", path.display());
     let store = dir.path().join("store");
-    let kv = SqliteKv::open(&path).expect("open");
+    // The database: a SQLite file, or DynamoDB's API on a moto server of
+    // this test's own (its credentials are inherited by the processes).
+    let moto = dynamo.then(exoflow_testkit::Moto::start);
+    let db = match &moto {
+        Some(m) => format!("dynamodb:{}", m.endpoint),
+        None => format!("sqlite:{}", dir.path().join("hotel.db").display()),
+    };
+    let kv = exoflow_hotel::kv::open(&db).expect("open");
+    let kv = kv.as_ref();
     let (hotels, capacity) = (4u32, 6i64);
     data::seed(
-        &kv,
+        kv,
         &Seed {
             hotels,
             users: 4,
@@ -205,7 +210,7 @@ fn run_reservations(variant: &str) {
         booked.len(),
         "orders = bookings told"
     );
-    let report = exoflow_hotel::check::check(&kv).expect("check");
+    let report = exoflow_hotel::check::check(kv).expect("check");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert_eq!(
         report.orders + report.failed,
@@ -229,10 +234,15 @@ fn run_reservations(variant: &str) {
 
 #[test]
 fn reservations_are_exactly_once_through_gateway_kills_parallel() {
-    run_reservations("parallel");
+    run_reservations("parallel", false);
+}
+
+#[test]
+fn reservations_are_exactly_once_through_gateway_kills_parallel_dynamodb() {
+    run_reservations("parallel", true);
 }
 
 #[test]
 fn reservations_are_exactly_once_through_gateway_kills_async() {
-    run_reservations("async");
+    run_reservations("async", false);
 }
