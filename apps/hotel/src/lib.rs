@@ -12,9 +12,9 @@
 //! exoflow mode's reservation steps; the function service, separate
 //! processes serving them over HTTP with injected failures ([`service`],
 //! `exoflow-hotel functions`), and its retrying client ([`client`]); the
-//! gateway of exoflow mode, a workflow per request ([`gateway`]); and the
-//! exactly-once check of the database ([`check`]). The Beldi protocol and
-//! the load generator are not built yet.
+//! gateway of exoflow mode, a workflow per request ([`gateway`]); the
+//! open-loop load generator ([`load`]); and the exactly-once check of the
+//! database ([`check`]). The Beldi protocol is not built yet.
 #![deny(missing_docs)]
 
 pub mod check;
@@ -23,4 +23,5 @@ pub mod data;
 pub mod functions;
 pub mod gateway;
 pub mod kv;
+pub mod load;
 pub mod service;

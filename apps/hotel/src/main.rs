@@ -66,6 +66,43 @@ enum Cmd {
         #[arg(long, hide = true)]
         child: Option<u64>,
     },
+    /// Sends an open-loop, constant-rate load of requests to a gateway and
+    /// writes a CSV row per request; prints the latencies.
+    Load {
+        /// The gateway.
+        #[arg(long, default_value = "http://127.0.0.1:7200")]
+        gateway: String,
+        /// Requests a second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Seconds of load, warm-up included.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Seconds at the start left out of the summary.
+        #[arg(long, default_value_t = 5.0)]
+        warmup: f64,
+        /// The mix, as KIND=WEIGHT,...: search, recommend, user, reserve.
+        #[arg(long, default_value = "search=60,recommend=39,user=0.5,reserve=0.5")]
+        mix: exoflow_hotel::load::Mix,
+        /// Hotels (and flights) seeded.
+        #[arg(long, default_value_t = 100)]
+        hotels: u32,
+        /// Users seeded.
+        #[arg(long, default_value_t = 500)]
+        users: u32,
+        /// Seed of the requests.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Prefix of the request ids (a new one for each run).
+        #[arg(long, default_value = "load")]
+        run: String,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// The CSV of every request.
+        #[arg(long, default_value = "requests.csv")]
+        out: std::path::PathBuf,
+    },
     /// Checks the database for exactly-once reservations, once every
     /// workflow has ended: orders equal booked decisions, capacities equal
     /// the seed less the orders, no lock held. Exits 1 on a violation.
@@ -148,6 +185,62 @@ fn run(cli: Cli) -> Result<()> {
                 Some(seed) => serve_one(&db, listen, Failures { seed, ..failures }),
                 None => supervise(&db, listen, processes.max(1), failures),
             }
+        }
+        Cmd::Load {
+            gateway,
+            rate,
+            duration,
+            warmup,
+            mix,
+            hotels,
+            users,
+            seed,
+            run,
+            connections,
+            out,
+        } => {
+            let secs = |what: &str, v: f64| {
+                if (0.0..1e7).contains(&v) {
+                    Ok(Duration::from_secs_f64(v))
+                } else {
+                    Err(anyhow::anyhow!(
+                        "--{what} must be a number of seconds >= 0, not {v}"
+                    ))
+                }
+            };
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+                bail!("--rate must be within (0, 1000000], not {rate}");
+            }
+            let load = exoflow_hotel::load::Load {
+                url: format!("{}/request", gateway.trim_end_matches('/')),
+                rate,
+                duration: secs("duration", duration)?,
+                warmup: secs("warmup", warmup)?,
+                mix,
+                shape: exoflow_hotel::load::Shape { hotels, users },
+                seed,
+                run,
+                connections: connections.max(1),
+                give_up: Duration::from_secs(60),
+            };
+            let mut file = std::fs::File::create(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            eprintln!("load: {rate} requests/s for {duration} s to {}", load.url);
+            let rows = exoflow_hotel::load::run(&load);
+            exoflow_hotel::load::write_csv(&mut file, &rows)
+                .with_context(|| format!("writing {}", out.display()))?;
+            let s = exoflow_hotel::load::summarize(&rows);
+            println!(
+                "{} requests ({} after the warm-up, {} answered): {:.1} answered/s, p50 {:.1} ms, p99 {:.1} ms; rows in {}",
+                rows.len(),
+                s.measured,
+                s.answered,
+                s.achieved_rps,
+                s.p50_ms,
+                s.p99_ms,
+                out.display()
+            );
+            Ok(())
         }
         Cmd::Check { db } => {
             let kv = exoflow_hotel::kv::open(&db)?;

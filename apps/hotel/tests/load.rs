@@ -1,0 +1,153 @@
+//! The open-loop load against a gateway and a function service that fails
+//! 10% of calls: every request is answered and recorded, and the database
+//! holds exactly the bookings the CSV reports.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use exoflow_hotel::data::{self, Seed};
+use exoflow_hotel::load::Mix;
+
+const BIN: &str = env!("CARGO_BIN_EXE_exoflow-hotel");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start exoflow-hotel"),
+    )
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], exoflow_testkit::free_port()))
+}
+
+#[test]
+fn a_load_is_answered_and_the_database_holds_what_it_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite:{}", dir.path().join("hotel.db").display());
+    let kv = exoflow_hotel::kv::open(&db).expect("open");
+    data::seed(
+        kv.as_ref(),
+        &Seed {
+            hotels: 5,
+            users: 5,
+            capacity: 8,
+        },
+    )
+    .expect("seed");
+    let fn_addr = addr();
+    let _functions = spawn(&[
+        "functions",
+        "--db",
+        &db,
+        "--listen",
+        &fn_addr.to_string(),
+        "--failure-rate",
+        "0.1",
+    ]);
+    exoflow_testkit::wait_for_port(fn_addr, Duration::from_secs(30), "the function service");
+    let gw_addr = addr();
+    let store = dir.path().join("store");
+    let _gateway = spawn(&[
+        "gateway",
+        "--functions",
+        &format!("http://{fn_addr}"),
+        "--store",
+        &store.display().to_string(),
+        "--listen",
+        &gw_addr.to_string(),
+        "--reserve",
+        "async",
+    ]);
+    exoflow_testkit::wait_for_port(gw_addr, Duration::from_secs(30), "the gateway");
+    let csv = dir.path().join("requests.csv");
+    let status = Command::new(BIN)
+        .args([
+            "load",
+            "--gateway",
+            &format!("http://{gw_addr}"),
+            "--rate",
+            "100",
+        ])
+        .args([
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--hotels",
+            "5",
+            "--users",
+            "5",
+        ])
+        .args([
+            "--mix",
+            "search=30,recommend=20,user=10,reserve=40",
+            "--out",
+        ])
+        .arg(&csv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run the load");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&csv).expect("read the CSV");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(exoflow_hotel::load::CSV_HEADER));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 200, "100/s for 2 s");
+    for r in &rows {
+        assert_eq!(r.len(), 9, "{r:?}");
+        assert_eq!(r[5], "200", "every request answered: {r:?}");
+        let (intended, sent, done): (u64, u64, u64) = (
+            r[2].parse().expect("us"),
+            r[3].parse().expect("us"),
+            r[4].parse().expect("us"),
+        );
+        assert!(intended <= sent && sent <= done, "{r:?}");
+    }
+    let count = |kind: &str, outcome: &str| {
+        rows.iter()
+            .filter(|r| r[1] == kind && r[6] == outcome)
+            .count()
+    };
+    let (booked, failed) = (count("reserve", "booked"), count("reserve", "failed"));
+    assert!(failed > 0, "80 reservations of 40 rooms: some sell out");
+    let report = exoflow_hotel::check::check(kv.as_ref()).expect("check");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!((report.orders, report.failed), (booked, failed));
+}
+
+#[test]
+fn a_bad_mix_is_refused_with_the_part_named() {
+    assert!("search=60,reserve=0.5".parse::<Mix>().is_ok());
+    for (bad, says) in [
+        ("search=x", "search=x"),
+        ("flights=3", "kinds are"),
+        ("search", "KIND=WEIGHT"),
+        ("search=-1", "search=-1"),
+        ("search=0", "no weight"),
+    ] {
+        let e = bad.parse::<Mix>().expect_err(bad);
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    let out = Command::new(BIN)
+        .args(["load", "--rate", "0", "--out", "/dev/null"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+}
