@@ -4,8 +4,6 @@
 //! at random; every reservation is then answered, and the database holds
 //! exactly the bookings the clients were told of.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,32 +12,8 @@ use exoflow_hotel::data::{self, Seed, FLIGHT, HOTEL, ORDER};
 use exoflow_hotel::kv::Value;
 use rand::{Rng, SeedableRng};
 
-const BIN: &str = env!("CARGO_BIN_EXE_exoflow-hotel");
-
-/// A child process stopped (SIGKILL) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start exoflow-hotel"),
-    )
-}
-
-fn addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], exoflow_testkit::free_port()))
-}
+mod common;
+use common::{addr, spawn};
 
 /// Posts `body` to the gateway until it answers (any status but a lost
 /// connection or a 5xx); the answer's body.
@@ -81,23 +55,19 @@ fn run_reservations(variant: &str, dynamo: bool) {
         },
     )
     .expect("seed");
-    let fn_addr = addr();
-    let _functions = spawn(&[
-        "functions",
-        "--db",
+    let (_functions, fn_addr) = common::functions(
         &db,
-        "--listen",
-        &fn_addr.to_string(),
-        "--processes",
-        "2",
-        "--failure-rate",
-        "0.1",
-        "--failure-point",
-        "after",
-        "--seed",
-        "3",
-    ]);
-    exoflow_testkit::wait_for_port(fn_addr, Duration::from_secs(30), "the function service");
+        &[
+            "--processes",
+            "2",
+            "--failure-rate",
+            "0.1",
+            "--failure-point",
+            "after",
+            "--seed",
+            "3",
+        ],
+    );
     let gw_addr = addr();
     let gw_args: Vec<String> = [
         "gateway",

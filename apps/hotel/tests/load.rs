@@ -2,38 +2,14 @@
 //! 10% of calls: every request is answered and recorded, and the database
 //! holds exactly the bookings the CSV reports.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use exoflow_hotel::data::{self, Seed};
 use exoflow_hotel::load::Mix;
 
-const BIN: &str = env!("CARGO_BIN_EXE_exoflow-hotel");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start exoflow-hotel"),
-    )
-}
-
-fn addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], exoflow_testkit::free_port()))
-}
+mod common;
+use common::{addr, spawn, BIN};
 
 #[test]
 fn a_load_is_answered_and_the_database_holds_what_it_reports() {
@@ -49,17 +25,7 @@ fn a_load_is_answered_and_the_database_holds_what_it_reports() {
         },
     )
     .expect("seed");
-    let fn_addr = addr();
-    let _functions = spawn(&[
-        "functions",
-        "--db",
-        &db,
-        "--listen",
-        &fn_addr.to_string(),
-        "--failure-rate",
-        "0.1",
-    ]);
-    exoflow_testkit::wait_for_port(fn_addr, Duration::from_secs(30), "the function service");
+    let (_functions, fn_addr) = common::functions(&db, &["--failure-rate", "0.1"]);
     let gw_addr = addr();
     let store = dir.path().join("store");
     let _gateway = spawn(&[
