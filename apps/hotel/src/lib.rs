@@ -14,7 +14,8 @@
 //! `exoflow-hotel functions`), and its retrying client ([`client`]); the
 //! gateway of exoflow mode, a workflow per request ([`gateway`]); the
 //! open-loop load generator ([`load`]); and the exactly-once check of the
-//! database ([`check`]). The Beldi protocol is not built yet.
+//! database ([`check`]); `exoflow-hotel demo` runs them all. The Beldi
+//! protocol is not built yet.
 #![deny(missing_docs)]
 
 pub mod check;

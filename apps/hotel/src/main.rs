@@ -26,6 +26,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Runs the whole service on this machine, no servers needed: seeds a
+    /// SQLite database in DIR, starts the function service (failing 10% of
+    /// calls after their writes) and a gateway, sends a short mixed load,
+    /// then checks the database for exactly-once.
+    Demo {
+        /// Working directory (database, workflow store, CSV).
+        #[arg(long, default_value = "hotel-demo")]
+        dir: std::path::PathBuf,
+        /// Requests a second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
     /// Creates the tables and writes the seed data (hotels, flights, users).
     Seed {
         /// The database: sqlite:PATH, dynamodb, or dynamodb:http://HOST:PORT.
@@ -145,6 +160,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Cmd::Demo {
+            dir,
+            rate,
+            duration,
+        } => demo(&dir, rate, duration),
         Cmd::Seed {
             db,
             hotels,
@@ -370,8 +390,19 @@ fn serve_gateway(
     })
 }
 
-/// One serving process: until SIGTERM or SIGINT.
+/// One serving process: until SIGTERM or SIGINT, or until its supervisor
+/// dies (however it dies: no process outlives it).
 fn serve_one(db: &str, listen: SocketAddr, failures: Failures) -> Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+    // The supervisor may have died before the call: then this process was
+    // handed to init already.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } == 1 {
+        return Ok(());
+    }
     let kv = exoflow_hotel::kv::open(db)?;
     let service = Arc::new(Service::new(kv, failures));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -487,4 +518,140 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
             _ = tokio::signal::ctrl_c() => {}
         }
     })
+}
+
+/// A free port on 127.0.0.1.
+fn free_addr() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    l.local_addr().context("finding a free port")
+}
+
+/// Waits until something listens on `addr`.
+fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on {addr} within 30 s")
+}
+
+/// A child process, stopped with SIGTERM (then waited for) on drop.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: kill with the pid of a child this process started.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// `exoflow-hotel demo`.
+fn demo(dir: &std::path::Path, rate: f64, duration: f64) -> Result<()> {
+    if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+        bail!("--rate must be within (0, 10000], not {rate}");
+    }
+    if !(duration.is_finite() && duration > 0.0 && duration <= 3600.0) {
+        bail!("--duration must be within (0, 3600] seconds, not {duration}");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dbfile = dir.join("hotel.db");
+    for f in ["hotel.db", "hotel.db-wal", "hotel.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let store = dir.join("store");
+    let _ = std::fs::remove_dir_all(&store);
+    let db = format!("sqlite:{}", dbfile.display());
+    let kv = exoflow_hotel::kv::open(&db)?;
+    let n = data::seed(kv.as_ref(), &Seed::default())?;
+    println!("demo: seeded {db} ({n} items)");
+    let exe = std::env::current_exe().context("finding this program")?;
+    let (fn_addr, gw_addr) = (free_addr()?, free_addr()?);
+    let functions = Stopped(
+        Command::new(&exe)
+            .args(["functions", "--db", &db, "--listen", &fn_addr.to_string()])
+            .args(["--failure-rate", "0.1", "--failure-point", "after"])
+            .spawn()
+            .context("starting the function service")?,
+    );
+    wait_listening(fn_addr, "the function service")?;
+    let gateway = Stopped(
+        Command::new(&exe)
+            .args(["gateway", "--functions", &format!("http://{fn_addr}")])
+            .args([
+                "--store",
+                &store.display().to_string(),
+                "--listen",
+                &gw_addr.to_string(),
+            ])
+            .args(["--reserve", "async"])
+            .spawn()
+            .context("starting the gateway")?,
+    );
+    wait_listening(gw_addr, "the gateway")?;
+    let load = exoflow_hotel::load::Load {
+        url: format!("http://{gw_addr}/request"),
+        rate,
+        duration: Duration::from_secs_f64(duration),
+        warmup: Duration::from_secs_f64(duration / 5.0),
+        // Fig 7a's mix, with more reservations so that a short run books some.
+        mix: "search=55,recommend=30,user=5,reserve=10"
+            .parse()
+            .map_err(anyhow::Error::msg)?,
+        shape: exoflow_hotel::load::Shape {
+            hotels: 100,
+            users: 500,
+        },
+        seed: 1,
+        run: "demo".to_owned(),
+        connections: 64,
+        give_up: Duration::from_secs(60),
+    };
+    println!("demo: {rate} requests/s for {duration} s through the gateway; functions fail 10% of calls after their writes");
+    let rows = exoflow_hotel::load::run(&load);
+    let csv = dir.join("requests.csv");
+    let mut file =
+        std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?;
+    exoflow_hotel::load::write_csv(&mut file, &rows)
+        .with_context(|| format!("writing {}", csv.display()))?;
+    drop(gateway);
+    drop(functions);
+    let s = exoflow_hotel::load::summarize(&rows);
+    let booked = rows.iter().filter(|r| r.outcome == "booked").count();
+    println!(
+        "demo: {} requests, {} answered after the warm-up: p50 {:.1} ms, p99 {:.1} ms; {booked} reservations booked",
+        rows.len(),
+        s.answered,
+        s.p50_ms,
+        s.p99_ms
+    );
+    let r = exoflow_hotel::check::check(kv.as_ref())?;
+    println!(
+        "demo: check: {} orders, {} failed reservations, {} violations",
+        r.orders,
+        r.failed,
+        r.violations.len()
+    );
+    for v in &r.violations {
+        println!("  {v}");
+    }
+    if r.orders != booked {
+        bail!(
+            "the database holds {} orders but {booked} bookings were answered",
+            r.orders
+        );
+    }
+    if !r.violations.is_empty() {
+        bail!("the exactly-once check failed");
+    }
+    println!(
+        "demo: every request in {}. More: exoflow-hotel functions / gateway / load / check --help",
+        csv.display()
+    );
+    Ok(())
 }

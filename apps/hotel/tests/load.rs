@@ -117,3 +117,19 @@ fn a_bad_mix_is_refused_with_the_part_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
 }
+
+#[test]
+fn the_demo_runs_everything_and_checks_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["demo", "--duration", "2", "--rate", "50", "--dir"])
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run the demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("0 violations"), "{text}");
+    let csv = std::fs::read_to_string(dir.path().join("requests.csv")).expect("the CSV");
+    assert_eq!(csv.lines().count(), 101, "a header and 100 requests");
+}
