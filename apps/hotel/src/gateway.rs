@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exoflow_engine::{
-    Dag, DagError, Engine, EngineError, State, TaskOptions, Workflow, WorkflowId,
+    Dag, DagError, Engine, EngineError, State, TaskOptions, Workflow, WorkflowId, WorkflowInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -117,13 +117,19 @@ pub enum GatewayError {
     },
 }
 
+/// The name a request's workflow and its reservation transaction share:
+/// `<dag>-<id>`, so that any run of the request, by any gateway, is the same
+/// workflow and the same transaction.
+fn request_key(req: &Request) -> String {
+    format!("{}-{}", req.ask.dag(), req.id)
+}
+
 /// The workflow id of a request: `<dag>-<id>`.
 pub fn workflow_id(req: &Request) -> Result<WorkflowId, GatewayError> {
     if req.id.is_empty() || req.id.len() > 100 {
         return Err(GatewayError::Bad("id: 1 to 100 characters".to_owned()));
     }
-    WorkflowId::new(format!("{}-{}", req.ask.dag(), req.id))
-        .map_err(|e| GatewayError::Bad(format!("id: {e}")))
+    WorkflowId::new(request_key(req)).map_err(|e| GatewayError::Bad(format!("id: {e}")))
 }
 
 fn call<T: serde::de::DeserializeOwned>(f: &Functions, c: &Call) -> exoflow_engine::TaskResult<T> {
@@ -253,7 +259,7 @@ pub fn register(engine: &Engine, f: Arc<Functions>, variant: Variant) -> Result<
     for name in ["search", "recommend", "user", "reserve"] {
         let f = f.clone();
         engine.register(name, move |req: &Request| {
-            let txn = format!("{}-{}", req.ask.dag(), req.id);
+            let txn = request_key(req);
             match &req.ask {
                 Ask::Search { lat, lon } => search(f.clone(), *lat, *lon),
                 Ask::Recommend { require, lat, lon } => one(
@@ -320,7 +326,7 @@ fn settle_again(
     req: &Request,
     r: &Reservation,
 ) -> Result<Answer, EngineError> {
-    let txn = format!("{}-{}", req.ask.dag(), req.id);
+    let txn = request_key(req);
     let wf = reserve(Arc::new(f.clone()), txn.clone(), r.clone(), Variant::Async)?;
     let lock = |name: &str| -> Result<Acquired, EngineError> {
         let id = wf.task_id(name).unwrap_or(name);
@@ -361,26 +367,27 @@ fn rejoin(engine: &Engine, wid: &WorkflowId) -> Result<Arc<Answer>, EngineError>
     }
 }
 
-/// Resumes the workflows whose owner died (their lease expired): what a
-/// killed gateway left. Returns how many were resumed.
-pub fn resume_orphans(engine: &Engine) -> Result<usize, EngineError> {
+/// Resumes the workflows of `listed` whose owner died (their lease
+/// expired): what a killed gateway left. Returns how many were resumed.
+pub fn resume_orphans(engine: &Engine, listed: &[WorkflowInfo]) -> usize {
     let now = now_ms();
-    let mut n = 0;
-    for w in engine.list()? {
-        let orphan = w.state == State::Running && w.lease_until_ms < now;
-        if orphan && engine.resume::<Answer>(&w.id).submit().is_ok() {
-            n += 1;
-        }
-    }
-    Ok(n)
+    listed
+        .iter()
+        .filter(|w| w.state == State::Running && w.lease_until_ms < now)
+        .filter(|w| engine.resume::<Answer>(&w.id).submit().is_ok())
+        .count()
 }
 
-/// Deletes the workflows that finished more than `keep` ago. Returns how
-/// many.
-pub fn delete_finished(engine: &Engine, keep: Duration) -> Result<usize, EngineError> {
+/// Deletes the workflows of `listed` that finished more than `keep` ago.
+/// Returns how many.
+pub fn delete_finished(
+    engine: &Engine,
+    listed: &[WorkflowInfo],
+    keep: Duration,
+) -> Result<usize, EngineError> {
     let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
     let mut n = 0;
-    for w in engine.list()? {
+    for w in listed {
         if matches!(w.state, State::Successful | State::Canceled) && w.updated_ms < cutoff {
             engine.delete(&w.id, false)?;
             n += 1;

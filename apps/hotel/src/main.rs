@@ -351,11 +351,15 @@ fn serve_gateway(
     std::thread::Builder::new()
         .name("gateway-janitor".into())
         .spawn(move || loop {
-            if let Err(e) = gateway::resume_orphans(&janitor) {
-                eprintln!("gateway: resuming orphaned workflows: {e}");
-            }
-            if let Err(e) = gateway::delete_finished(&janitor, keep) {
-                eprintln!("gateway: deleting finished workflows: {e}");
+            // One listing a round serves both.
+            match janitor.list() {
+                Ok(listed) => {
+                    gateway::resume_orphans(&janitor, &listed);
+                    if let Err(e) = gateway::delete_finished(&janitor, &listed, keep) {
+                        eprintln!("gateway: deleting finished workflows: {e}");
+                    }
+                }
+                Err(e) => eprintln!("gateway: listing workflows: {e}"),
             }
             std::thread::sleep(Duration::from_secs(2));
         })
