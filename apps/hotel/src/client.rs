@@ -3,6 +3,8 @@
 //! to a limit, with doubling backoff; a 4xx answer (a malformed request) is
 //! final.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -42,6 +44,10 @@ pub enum CallError {
     },
 }
 
+/// The header of a function's answer that tells the database operations it
+/// made (with those of the functions it called).
+pub const OPS_HEADER: &str = "x-db-ops";
+
 /// A client of one function service.
 #[derive(Debug, Clone)]
 pub struct Functions {
@@ -50,6 +56,8 @@ pub struct Functions {
     attempts: u32,
     backoff: Duration,
     max_backoff: Duration,
+    /// Database operations the answers reported, failed attempts included.
+    ops: Arc<AtomicU64>,
 }
 
 impl Functions {
@@ -68,7 +76,22 @@ impl Functions {
             attempts: 100,
             backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(500),
+            ops: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same client, counting database operations afresh.
+    pub fn counting(&self) -> Self {
+        Self {
+            ops: Arc::new(AtomicU64::new(0)),
+            ..self.clone()
+        }
+    }
+
+    /// Database operations that the answers to this client (and its
+    /// clones that were not made by [`Functions::counting`]) reported.
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
     }
 
     /// Sets the attempts per call (at least 1).
@@ -77,9 +100,9 @@ impl Functions {
         self
     }
 
-    /// Calls a function once: its status and body, or a transport error.
-    fn once(&self, call: &Call, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
-        let url = format!("{}/fn/{}", self.base, call.name());
+    /// Posts once: the status and body, or a transport error.
+    fn once(&self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let url = format!("{}{path}", self.base);
         let mut resp = self
             .agent
             .post(&url)
@@ -87,21 +110,39 @@ impl Functions {
             .send(body)
             .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
+        let ops = resp
+            .headers()
+            .get(OPS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        self.ops.fetch_add(ops, Ordering::Relaxed);
         let bytes = resp.body_mut().read_to_vec().map_err(|e| e.to_string())?;
         Ok((status, bytes))
     }
 
     /// Calls a function, retrying as described above; its JSON answer.
     pub fn call(&self, call: &Call) -> Result<serde_json::Value, CallError> {
-        let function = call.name();
-        let body = serde_json::to_vec(call).map_err(|e| CallError::Answer {
+        let path = format!("/fn/{}", call.name());
+        self.post(call.name(), &path, call)
+    }
+
+    /// Posts `body` as JSON to `path` (of `function`), retrying as
+    /// described above; the JSON answer.
+    pub fn post<B: serde::Serialize + ?Sized>(
+        &self,
+        function: &'static str,
+        path: &str,
+        body: &B,
+    ) -> Result<serde_json::Value, CallError> {
+        let body = serde_json::to_vec(body).map_err(|e| CallError::Answer {
             function,
             message: format!("cannot encode the request: {e}"),
         })?;
         let mut wait = self.backoff;
         let mut last = String::new();
         for attempt in 1..=self.attempts {
-            match self.once(call, &body) {
+            match self.once(path, &body) {
                 Ok((200, bytes)) => {
                     return serde_json::from_slice(&bytes).map_err(|e| CallError::Answer {
                         function,

@@ -189,10 +189,11 @@ pub fn recorded_seed(kv: &dyn Kv) -> Result<Option<Seed>, KvError> {
     }))
 }
 
-/// Creates the tables and writes the seed (replacing what is there).
+/// Creates the tables (Beldi's too) and writes the seed (replacing what is there).
 /// Returns the number of items written.
 pub fn seed(kv: &dyn Kv, seed: &Seed) -> Result<usize, KvError> {
     kv.create_tables(&TABLES)?;
+    kv.create_tables(&crate::beldi::TABLES)?;
     let items = items(seed);
     for (table, key, item) in &items {
         kv.put(table, key, item.clone(), None)?;

@@ -33,13 +33,33 @@ pub fn distance_m(a: (i64, i64), b: (i64, i64)) -> f64 {
     2.0 * 6_371_000.0 * h.sqrt().asin()
 }
 
+/// Where the read-only functions read: the database itself (exoflow
+/// mode: a re-run reads again, and repeats no effect) or Beldi's logged
+/// reads, which a re-executed function replays.
+pub trait Reader {
+    /// The item at `key`.
+    fn get(&mut self, table: &str, key: &str) -> Result<Option<Item>, KvError>;
+    /// Every item of a table, by key.
+    fn scan(&mut self, table: &str) -> Result<Vec<(String, Item)>, KvError>;
+}
+
+impl Reader for &dyn Kv {
+    fn get(&mut self, table: &str, key: &str) -> Result<Option<Item>, KvError> {
+        Kv::get(*self, table, key)
+    }
+
+    fn scan(&mut self, table: &str) -> Result<Vec<(String, Item)>, KvError> {
+        Kv::scan(*self, table)
+    }
+}
+
 fn point(table: &str, key: &str, i: &Item) -> Result<(i64, i64), KvError> {
     Ok((int(i, table, key, "lat")?, int(i, table, key, "lon")?))
 }
 
 /// The ids of the hotels nearest to `at` (micro-degrees), at most
 /// [`NEAREST`] within [`RADIUS_M`], nearest first (ties by id).
-pub fn geo(kv: &dyn Kv, at: (i64, i64)) -> Result<Vec<String>, KvError> {
+pub fn geo(kv: &mut impl Reader, at: (i64, i64)) -> Result<Vec<String>, KvError> {
     let mut near = Vec::new();
     for (id, i) in kv.scan(GEO)? {
         let d = distance_m(at, point(GEO, &id, &i)?);
@@ -76,7 +96,7 @@ fn text(i: &Item, attr: &str) -> String {
 }
 
 /// The rate plans of `hotels` that have one, highest rate first.
-pub fn rate(kv: &dyn Kv, hotels: &[String]) -> Result<Vec<RatePlan>, KvError> {
+pub fn rate(kv: &mut impl Reader, hotels: &[String]) -> Result<Vec<RatePlan>, KvError> {
     let mut plans = Vec::new();
     for h in hotels {
         if let Some(i) = kv.get(RATE, h)? {
@@ -108,7 +128,7 @@ pub struct Profile {
 }
 
 /// The profiles of `hotels` that exist.
-pub fn profile(kv: &dyn Kv, hotels: &[String]) -> Result<Vec<Profile>, KvError> {
+pub fn profile(kv: &mut impl Reader, hotels: &[String]) -> Result<Vec<Profile>, KvError> {
     let mut out = Vec::new();
     for h in hotels {
         if let Some(i) = kv.get(PROFILE, h)? {
@@ -136,7 +156,11 @@ pub enum Require {
 }
 
 /// The hotels that are best by `require` (all that tie), by id.
-pub fn recommend(kv: &dyn Kv, require: Require, at: (i64, i64)) -> Result<Vec<String>, KvError> {
+pub fn recommend(
+    kv: &mut impl Reader,
+    require: Require,
+    at: (i64, i64),
+) -> Result<Vec<String>, KvError> {
     let mut scored: Vec<(f64, String)> = Vec::new();
     for (id, i) in kv.scan(RECOMMEND)? {
         let score = match require {
@@ -157,7 +181,7 @@ pub fn recommend(kv: &dyn Kv, require: Require, at: (i64, i64)) -> Result<Vec<St
 }
 
 /// Whether `password` is user `name`'s (an unknown user is not).
-pub fn user(kv: &dyn Kv, name: &str, password: &str) -> Result<bool, KvError> {
+pub fn user(kv: &mut impl Reader, name: &str, password: &str) -> Result<bool, KvError> {
     Ok(kv
         .get(USER, name)?
         .is_some_and(|i| i.get("password").and_then(Value::as_str) == Some(password)))

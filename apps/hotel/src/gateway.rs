@@ -16,9 +16,20 @@ use exoflow_engine::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::client::Functions;
+use crate::beldi::{Instruction, Invocation};
+use crate::client::{CallError, Functions};
 use crate::functions::{Acquired, Outcome, RatePlan, Require, Reservation, Resource};
 use crate::service::Call;
+
+/// Which protocol makes the functions exactly-once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A workflow per request: checkpoints, retries, idempotent steps.
+    Exoflow,
+    /// Beldi's logs in the database (the baseline).
+    Beldi,
+}
 
 /// How a reservation's workflow checkpoints (Fig 7b's bars).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -114,6 +125,14 @@ pub enum GatewayError {
         id: String,
         /// Why.
         source: Box<EngineError>,
+    },
+    /// Beldi's gateway function failed after all its retries.
+    #[error("request {id} failed: {source}")]
+    Beldi {
+        /// The request.
+        id: String,
+        /// Why.
+        source: CallError,
     },
 }
 
@@ -316,6 +335,31 @@ pub fn answer(engine: &Engine, f: &Functions, req: &Request) -> Result<Answer, G
         ) => settle_again(engine, f, &wid, req, r).map_err(failed),
         (Err(e), _) => Err(failed(e)),
     }
+}
+
+/// Answers a request in Beldi mode: invokes Beldi's `gateway` function,
+/// its instance id the request's key, so that a retry replays it.
+pub fn answer_beldi(f: &Functions, req: &Request) -> Result<Answer, GatewayError> {
+    let instance = workflow_id(req)?.to_string();
+    let inv = Invocation {
+        instance,
+        caller: None,
+        txn: None,
+        instruction: Instruction::None,
+        is_async: false,
+        input: serde_json::to_value(&req.ask).map_err(|e| GatewayError::Bad(e.to_string()))?,
+    };
+    let failed = |source| GatewayError::Beldi {
+        id: req.id.clone(),
+        source,
+    };
+    let v = f.post("gateway", "/beldi/gateway", &inv).map_err(failed)?;
+    serde_json::from_value(v).map_err(|e| {
+        failed(CallError::Answer {
+            function: "gateway",
+            message: e.to_string(),
+        })
+    })
 }
 
 /// The answer of a finished reservation whose `settle` was not stored.

@@ -15,9 +15,11 @@
 //! gateway of exoflow mode, a workflow per request ([`gateway`]); the
 //! open-loop load generator ([`load`]); and the exactly-once check of the
 //! database ([`check`]); `exoflow-hotel demo` runs them all. The Beldi
-//! protocol is not built yet.
+//! baseline ([`beldi`]): Beldi's protocol on the same database and the
+//! functions over it, served by the same service.
 #![deny(missing_docs)]
 
+pub mod beldi;
 pub mod check;
 pub mod client;
 pub mod data;

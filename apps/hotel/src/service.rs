@@ -10,6 +10,14 @@
 //! (over [`BODY_LIMIT`]) or 500 (a failure: injected, or the database's).
 //! `GET /health` answers the process id.
 //!
+//! Beldi mode's functions are `POST /beldi/<name>` with a body
+//! [`crate::beldi::Invocation`]; they invoke each other through this same
+//! service. `POST /admin/collect` and `POST /admin/gc`, with
+//! `{"older_ms": N}`, run Beldi's collector (re-running intents that never
+//! finished) and garbage collection. Every answer tells the database
+//! operations it took (with those of the functions it called) in the
+//! header [`OPS_HEADER`].
+//!
 //! `--failure-rate R` fails each invocation with probability R (seeded per
 //! process): before any work (`--failure-point before`, the paper's) or
 //! after its database writes and before the reply (`after`, the harder
@@ -28,8 +36,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::beldi::{self, app, BeldiError, Invocation, Invoker};
+use crate::client::{Functions, OPS_HEADER};
+use crate::data::{FLIGHT, HOTEL, ORDER};
 use crate::functions::{self, Acquired, Require, Reservation, Resource};
-use crate::kv::Kv;
+use crate::kv::{Counted, Kv};
 
 /// Largest request body, in bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -65,21 +76,34 @@ impl Default for Failures {
     }
 }
 
-/// A process's service: its database and its failure sequence.
+/// A process's service: its database, its failure sequence, and how its
+/// Beldi functions reach the others.
 pub struct Service {
     kv: Arc<dyn Kv>,
     failures: Failures,
     rng: Mutex<ChaCha8Rng>,
+    itself: Functions,
+    logs: bool,
 }
 
 impl Service {
-    /// A service over `kv`.
-    pub fn new(kv: Arc<dyn Kv>, failures: Failures) -> Self {
+    /// A service over `kv`, reachable at `itself` (`http://HOST:PORT`).
+    pub fn new(kv: Arc<dyn Kv>, failures: Failures, itself: &str) -> Self {
         Self {
             kv,
             failures,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(failures.seed)),
+            itself: Functions::new(itself),
+            logs: true,
         }
+    }
+
+    /// Turns Beldi's read and invoke logs off: a re-executed function then
+    /// reads anew and invokes anew (this breaks exactly-once; for the test
+    /// that shows the logs are needed).
+    pub fn without_beldi_logs(mut self) -> Self {
+        self.logs = false;
+        self
     }
 
     fn fails(&self) -> bool {
@@ -91,6 +115,8 @@ impl Service {
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/fn/{name}", post(invoke))
+        .route("/beldi/{name}", post(invoke_beldi))
+        .route("/admin/{what}", post(admin))
         .route("/health", get(|| async { std::process::id().to_string() }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
@@ -200,6 +226,8 @@ impl Call {
     /// Runs the function on `kv`; the answer as JSON.
     pub fn run(&self, kv: &dyn Kv) -> Result<serde_json::Value, crate::kv::KvError> {
         use serde_json::json;
+        let mut r = kv;
+        let kv = &mut r;
         Ok(match self {
             Call::Geo { lat, lon } => json!({ "hotels": functions::geo(kv, (*lat, *lon))? }),
             Call::Rate { hotels } => json!({ "plans": functions::rate(kv, hotels)? }),
@@ -211,14 +239,14 @@ impl Call {
                 json!({ "correct": functions::user(kv, username, password)? })
             }
             Call::Acquire { resource, id, txn } => {
-                json!(functions::acquire(kv, *resource, id, txn)?)
+                json!(functions::acquire(*kv, *resource, id, txn)?)
             }
             Call::Settle {
                 txn,
                 reservation,
                 hotel,
                 flight,
-            } => json!(functions::settle(kv, txn, reservation, hotel, flight)?),
+            } => json!(functions::settle(*kv, txn, reservation, hotel, flight)?),
         })
     }
 }
@@ -260,18 +288,166 @@ async fn invoke(State(s): State<Arc<Service>>, Path(name): Path<String>, body: B
         );
     }
     let service = s.clone();
-    let done = tokio::task::spawn_blocking(move || call.run(service.kv.as_ref())).await;
-    match done {
-        Ok(Ok(_)) if fail => error(
+    let done = tokio::task::spawn_blocking(move || {
+        let kv = Counted::new(service.kv.as_ref());
+        (call.run(&kv), kv.ops())
+    })
+    .await;
+    let (result, ops) = match done {
+        Ok((r, ops)) => (r.map_err(|e| format!("{name}: {e}")), ops),
+        Err(e) => (Err(format!("{name} panicked: {e}")), 0),
+    };
+    let mut resp = match result {
+        Ok(_) if fail => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "injected failure (after the work, before the reply)",
         ),
-        Ok(Ok(v)) => (StatusCode::OK, axum::Json(v)).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: {e}")),
+        Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    with_ops(&mut resp, ops);
+    resp
+}
+
+fn with_ops(resp: &mut Response, ops: u64) {
+    resp.headers_mut()
+        .insert(OPS_HEADER, axum::http::HeaderValue::from(ops));
+}
+
+/// Beldi functions invoke each other over HTTP, through this service.
+struct Http {
+    client: Functions,
+}
+
+impl Invoker for Http {
+    fn invoke(&self, function: &str, inv: &Invocation) -> Result<serde_json::Value, String> {
+        let name = app::function(function).ok_or_else(|| format!("no function {function}"))?;
+        self.client
+            .post(name, &format!("/beldi/{name}"), inv)
+            .map_err(|e| e.to_string())
+    }
+
+    fn invoke_async(&self, function: &str, inv: Invocation) {
+        let client = self.client.clone();
+        let Some(name) = app::function(function) else {
+            return;
+        };
+        // Lost if this process dies: the intent stays, for the collector.
+        std::thread::spawn(move || {
+            let _ = client.post(name, &format!("/beldi/{name}"), &inv);
+        });
+    }
+}
+
+async fn invoke_beldi(
+    State(s): State<Arc<Service>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(function) = app::function(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no function {name}; Beldi's are {}",
+                app::FUNCTIONS.join(", ")
+            ),
+        );
+    };
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let inv: Invocation = match serde_path_to_error::deserialize(&mut de) {
+        Ok(i) => i,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "malformed invocation of {name}: at `{}`: {}",
+                    e.path(),
+                    e.inner()
+                ),
+            )
+        }
+    };
+    if let Err(e) = inv.validate() {
+        return error(StatusCode::BAD_REQUEST, format!("{name}: {e}"));
+    }
+    let fail = s.fails();
+    if fail && s.failures.point == FailurePoint::Before {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected failure (before any work)",
+        );
+    }
+    let service = s.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let kv = Counted::new(service.kv.as_ref());
+        let http = Http {
+            client: service.itself.counting(),
+        };
+        let out = beldi::run(&kv, &http, function, &inv, service.logs, |env, v| {
+            app::body(function, env, v)
+        });
+        (out, kv.ops() + http.client.ops())
+    })
+    .await;
+    let ops = done.as_ref().map_or(0, |(_, ops)| *ops);
+    let mut resp = match done {
+        Ok((Ok(_), _)) if fail => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected failure (after the work, before the reply)",
+        ),
+        Ok((Ok(v), _)) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Ok((Err(e @ BeldiError::Input(_)), _)) => {
+            error(StatusCode::BAD_REQUEST, format!("{name}: {e}"))
+        }
+        Ok((Err(e), _)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: {e}")),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{name} panicked: {e}"),
         ),
+    };
+    with_ops(&mut resp, ops);
+    resp
+}
+
+/// What `/admin/collect` and `/admin/gc` take.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Admin {
+    /// Intents (or finished invocations) older than this, in ms.
+    pub older_ms: i64,
+}
+
+async fn admin(State(s): State<Arc<Service>>, Path(what): Path<String>, body: Bytes) -> Response {
+    let a: Admin = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{what}: {e}")),
+    };
+    let service = s.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        let kv = service.kv.as_ref();
+        match what.as_str() {
+            "collect" => {
+                let stuck = beldi::stuck(kv, a.older_ms).map_err(|e| e.to_string())?;
+                let http = Http {
+                    client: service.itself.clone(),
+                };
+                for st in &stuck {
+                    http.invoke_async(&st.function, st.invocation.clone());
+                }
+                Ok(serde_json::json!({ "rerun": stuck.len() }))
+            }
+            "gc" => {
+                let tables = [HOTEL, FLIGHT, ORDER, beldi::LOCAL];
+                let n = beldi::gc(kv, &tables, a.older_ms).map_err(|e| e.to_string())?;
+                Ok(serde_json::json!({ "collected": n }))
+            }
+            other => Err(format!("no admin task {other}: collect or gc")),
+        }
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -1,11 +1,13 @@
 //! The functions over a seeded SQLite database: reads, and the reservation
 //! steps repeated as a crash would repeat them.
 
+use exoflow_hotel::check::{tell, Told};
 use exoflow_hotel::data::{self, Seed, FLIGHT, HOTEL, ORDER};
 use exoflow_hotel::functions::{
     acquire, distance_m, geo, rate, recommend, settle, user, Acquired, Outcome, Require,
     Reservation, Resource, RADIUS_M,
 };
+use exoflow_hotel::gateway::Mode;
 use exoflow_hotel::kv::dynamo::DynamoKv;
 use exoflow_hotel::kv::sqlite::SqliteKv;
 use exoflow_hotel::kv::{Kv, Value};
@@ -69,7 +71,9 @@ fn holder(kv: &dyn Kv, table: &str, id: &str) -> Option<String> {
 fn reads_answer_from_the_seed() {
     let (_d, kv) = seeded(Seed::default());
     let here = data::hotel_location(10);
-    let near = geo(&kv, here).expect("geo");
+    let mut r: &dyn Kv = &kv;
+    let kv = &mut r;
+    let near = geo(kv, here).expect("geo");
     assert_eq!(near.first().map(String::as_str), Some("10"));
     assert!(near.len() <= 5 && near.len() > 1, "{near:?}");
     for id in &near {
@@ -77,20 +81,20 @@ fn reads_answer_from_the_seed() {
         assert!(distance_m(here, data::hotel_location(i)) <= RADIUS_M);
     }
     let ids: Vec<String> = (0..10).map(|i| i.to_string()).collect();
-    let plans = rate(&kv, &ids).expect("rate");
+    let plans = rate(kv, &ids).expect("rate");
     assert_eq!(plans.len(), 4, "hotels 0, 3, 6, 9 have plans");
     assert!(plans.windows(2).all(|w| w[0].rate >= w[1].rate));
-    let cheapest = recommend(&kv, Require::Price, here).expect("recommend");
+    let cheapest = recommend(kv, Require::Price, here).expect("recommend");
     assert!(!cheapest.is_empty());
-    let best = recommend(&kv, Require::Rate, here).expect("recommend");
+    let best = recommend(kv, Require::Rate, here).expect("recommend");
     assert!(!best.is_empty());
     assert_eq!(
-        recommend(&kv, Require::Dis, here).expect("recommend"),
+        recommend(kv, Require::Dis, here).expect("recommend"),
         ["10"]
     );
-    assert!(user(&kv, "user7", &data::password(7)).expect("user"));
-    assert!(!user(&kv, "user7", "wrong").expect("user"));
-    assert!(!user(&kv, "nobody", "x").expect("user"));
+    assert!(user(kv, "user7", &data::password(7)).expect("user"));
+    assert!(!user(kv, "user7", "wrong").expect("user"));
+    assert!(!user(kv, "nobody", "x").expect("user"));
 }
 
 #[test]
@@ -252,7 +256,7 @@ fn check_passes_after_reservations_and_names_each_inconsistency() {
         let fa = acquire(&kv, Resource::Flight, f, txn).expect("lock");
         settle(&kv, txn, &r(h, f), &ha, &fa).expect("settle");
     }
-    let ok = check(&kv).expect("check");
+    let ok = check(&kv, Mode::Exoflow, &Told::new()).expect("check");
     assert_eq!((ok.orders, ok.failed), (2, 1), "hotel 0 sold out for c");
     assert!(ok.violations.is_empty(), "{:?}", ok.violations);
     // A room taken twice, a lock left, an order without its decision.
@@ -267,7 +271,7 @@ fn check_passes_after_reservations_and_names_each_inconsistency() {
         None,
     )
     .expect("tamper");
-    let bad = check(&kv).expect("check");
+    let bad = check(&kv, Mode::Exoflow, &Told::new()).expect("check");
     let all = bad.violations.join("\n");
     assert!(
         all.contains("hotel_rooms/0: capacity -1 below zero"),
@@ -275,6 +279,31 @@ fn check_passes_after_reservations_and_names_each_inconsistency() {
     );
     assert!(all.contains("hotel_flights/2: still locked"), "{all}");
     assert!(all.contains("order z has no booked decision"), "{all}");
+    // What clients were told: a booking without its order, a failure with
+    // one, an order no client asked for.
+    let mut told = Told::new();
+    tell(&mut told, "x", "reserve", 200, "booked");
+    tell(&mut told, "y", "reserve", 200, "failed");
+    tell(&mut told, "w", "reserve", 0, "error");
+    kv.put(ORDER, "reserve-y", item([("hotel", "3".into())]), None)
+        .expect("tamper");
+    let all = check(&kv, Mode::Beldi, &told)
+        .expect("check")
+        .violations
+        .join("\n");
+    assert!(
+        all.contains("reserve-x was answered booked but has no order"),
+        "{all}"
+    );
+    assert!(
+        all.contains("reserve-y was answered failed but has an order"),
+        "{all}"
+    );
+    assert!(
+        all.contains("order z is no reservation of the CSVs"),
+        "{all}"
+    );
+    assert!(!all.contains("reserve-w"), "unanswered: either way: {all}");
     assert!(
         all.contains("hotel_rooms/1: 2 left, but 2 seeded less 1 orders is 1"),
         "{all}"

@@ -1,14 +1,18 @@
-//! The gateway in exoflow mode, as processes: clients send reservations
-//! (retrying a request under its id until it is answered) while the
-//! gateway is killed with `kill -9` and restarted and the functions fail
-//! at random; every reservation is then answered, and the database holds
+//! The gateway and the function service as processes, in both modes:
+//! clients send reservations (retrying a request under its id until it is
+//! answered) while `kill -9` hits, at seeded points of their progress,
+//! the gateway (restarted) and serving processes (restarted by their
+//! supervisor), and the functions fail at random after their writes; every
+//! reservation is then answered, some sell out, and the database holds
 //! exactly the bookings the clients were told of.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use exoflow_hotel::client::Functions;
 use exoflow_hotel::data::{self, Seed, FLIGHT, HOTEL, ORDER};
+use exoflow_hotel::gateway::Mode;
 use exoflow_hotel::kv::Value;
 use rand::{Rng, SeedableRng};
 
@@ -33,7 +37,13 @@ fn ask(agent: &ureq::Agent, url: &str, body: &str, deadline: Instant) -> serde_j
     }
 }
 
-fn run_reservations(variant: &str, dynamo: bool) {
+/// Kills: at least this many land in a run, half of them gateways.
+const KILLS: usize = 12;
+/// Clients, and reservations each.
+const CLIENTS: u64 = 3;
+const EACH: u64 = 30;
+
+fn run_reservations(mode: Mode, variant: &str, dynamo: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     // The database: a SQLite file, or DynamoDB's API on a moto server of
@@ -79,6 +89,16 @@ fn run_reservations(variant: &str, dynamo: bool) {
         &gw_addr.to_string(),
         "--reserve",
         variant,
+        "--mode",
+        match mode {
+            Mode::Exoflow => "exoflow",
+            Mode::Beldi => "beldi",
+        },
+        // Beldi's collector re-runs what a kill left, soon.
+        "--collect-every",
+        "1",
+        "--intent-timeout",
+        "3",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -91,13 +111,13 @@ fn run_reservations(variant: &str, dynamo: bool) {
     };
     let start_gateway = Arc::new(start_gateway);
     let gateway = Arc::new(Mutex::new(Some(start_gateway())));
-    // Clients: 60 reservations over 4 hotels of 6 rooms, so some sell out.
+    // Clients: 90 reservations over 4 hotels of 6 rooms, so some sell out.
     let url = format!("http://{gw_addr}/request");
     let answers = Arc::new(Mutex::new(Vec::new()));
     // Each client holds its last request until every kill has landed.
     let killed_all = Arc::new(AtomicBool::new(false));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let clients: Vec<_> = (0..3)
+    let deadline = Instant::now() + Duration::from_secs(100);
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let (url, answers, killed_all) = (url.clone(), answers.clone(), killed_all.clone());
             std::thread::spawn(move || {
@@ -107,8 +127,8 @@ fn run_reservations(variant: &str, dynamo: bool) {
                     .build()
                     .into();
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c);
-                for n in 0..20 {
-                    while n == 19 && !killed_all.load(Ordering::SeqCst) {
+                for n in 0..EACH {
+                    while n == EACH - 1 && !killed_all.load(Ordering::SeqCst) {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     let (h, f) = (rng.random_range(0..hotels), rng.random_range(0..hotels));
@@ -116,59 +136,99 @@ fn run_reservations(variant: &str, dynamo: bool) {
                         r#"{{"id":"c{c}-{n}","ask":{{"reserve":{{"user":"user{c}","hotel":"{h}","flight":"{f}"}}}}}}"#
                     );
                     let a = ask(&agent, &url, &body, deadline);
-                    answers.lock().expect("lock").push((h, f, a));
+                    answers
+                        .lock()
+                        .expect("lock")
+                        .push((format!("c{c}-{n}"), h, f, a));
                 }
             })
         })
         .collect();
-    // kill -9 the gateway at seeded points of the clients' progress (other
-    // requests are then in flight), and start it again.
+    // kill -9 at seeded points of the clients' progress (other requests are
+    // then in flight): the gateway, started again; or the serving process
+    // that answers a health probe, which its supervisor restarts.
     let killer = {
         let (gateway, answers, killed_all) = (gateway.clone(), answers.clone(), killed_all.clone());
         let start_gateway = start_gateway.clone();
+        let probe = Functions::new(&format!("http://{fn_addr}")).with_attempts(50);
         std::thread::spawn(move || {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
-            let mut points: Vec<usize> = (0..4).map(|_| rng.random_range(5..55)).collect();
+            let total = (CLIENTS * EACH) as usize;
+            let mut points: Vec<usize> = (0..KILLS)
+                .map(|_| rng.random_range(3..total - CLIENTS as usize - 3))
+                .collect();
             points.sort_unstable();
-            let mut kills = 0;
-            for p in points {
-                // At most 57 answers come before the kills end.
+            let (mut gateways, mut serving) = (0, 0);
+            for (i, p) in points.into_iter().enumerate() {
+                // The last request of each client waits for the kills.
                 while answers.lock().expect("lock").len() < p {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                let mut g = gateway.lock().expect("lock");
-                if let Some(mut p) = g.take() {
-                    let _ = p.0.kill();
-                    let _ = p.0.wait();
-                    kills += 1;
+                if i % 2 == 0 {
+                    let mut g = gateway.lock().expect("lock");
+                    if let Some(mut p) = g.take() {
+                        let _ = p.0.kill();
+                        let _ = p.0.wait();
+                        gateways += 1;
+                    }
+                    *g = Some(start_gateway());
+                } else if let Some(pid) = probe.health() {
+                    // SAFETY: kill with the pid the service reported as its own.
+                    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
+                        serving += 1;
+                    }
                 }
-                *g = Some(start_gateway());
             }
             killed_all.store(true, Ordering::SeqCst);
-            kills
+            (gateways, serving)
         })
     };
     for c in clients {
         c.join().expect("client");
     }
-    let kills = killer.join().expect("killer");
-    assert_eq!(kills, 4, "every kill lands while clients wait");
-    // Let the last gateway finish what it resumed (a settle may follow an
-    // answer only when a client got its answer from an earlier attempt).
-    std::thread::sleep(Duration::from_millis(500));
+    let (gateways, serving) = killer.join().expect("killer");
+    assert_eq!(gateways, KILLS / 2, "every gateway kill lands");
+    assert!(
+        gateways + serving >= 10,
+        "only {serving} kills of serving processes landed"
+    );
     let answers = answers.lock().expect("lock").clone();
-    assert_eq!(answers.len(), 60);
+    let total = (CLIENTS * EACH) as usize;
+    assert_eq!(answers.len(), total);
+    let mut told = exoflow_hotel::check::Told::new();
+    for (id, _, _, a) in &answers {
+        let r = a.get("reserve").expect("a reservation answer");
+        let outcome = if r.as_str() == Some("booked") {
+            "booked"
+        } else {
+            "failed"
+        };
+        exoflow_hotel::check::tell(&mut told, id, "reserve", 200, outcome);
+    }
+    // What is left runs to its end: in exoflow mode, a settle that follows
+    // an answer given by an earlier attempt; in Beldi mode, orders placed
+    // asynchronously and the collector's re-runs.
+    let start = Instant::now();
+    let report = loop {
+        let r = exoflow_hotel::check::check(kv, mode, &told).expect("check");
+        if (r.violations.is_empty() && r.pending == 0) || start.elapsed() > Duration::from_secs(20)
+        {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
     let sold_out = answers
         .iter()
-        .filter(|(_, _, a)| a.to_string().contains("sold out"))
+        .filter(|(_, _, _, a)| a.to_string().contains("sold out"))
         .count();
-    assert!(sold_out > 0, "60 reservations of 24 rooms: some sell out");
+    assert!(sold_out > 0, "90 reservations of 24 rooms: some sell out");
     let booked: Vec<(u32, u32)> = answers
         .iter()
-        .filter(|(_, _, a)| a.get("reserve").and_then(|r| r.as_str()) == Some("booked"))
-        .map(|(h, f, _)| (*h, *f))
+        .filter(|(_, _, _, a)| a.get("reserve").and_then(|r| r.as_str()) == Some("booked"))
+        .map(|(_, h, f, _)| (*h, *f))
         .collect();
-    for (_, _, a) in &answers {
+    for (_, _, _, a) in &answers {
         let r = a.get("reserve").expect("a reservation answer");
         assert!(
             r.as_str() == Some("booked") || r.get("failed").is_some(),
@@ -180,11 +240,9 @@ fn run_reservations(variant: &str, dynamo: bool) {
         booked.len(),
         "orders = bookings told"
     );
-    let report = exoflow_hotel::check::check(kv).expect("check");
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert_eq!(
         report.orders + report.failed,
-        60,
+        total,
         "every reservation decided once"
     );
     for i in 0..hotels {
@@ -203,16 +261,26 @@ fn run_reservations(variant: &str, dynamo: bool) {
 }
 
 #[test]
-fn reservations_are_exactly_once_through_gateway_kills_parallel() {
-    run_reservations("parallel", false);
+fn exoflow_parallel_is_exactly_once_through_kills() {
+    run_reservations(Mode::Exoflow, "parallel", false);
 }
 
 #[test]
-fn reservations_are_exactly_once_through_gateway_kills_parallel_dynamodb() {
-    run_reservations("parallel", true);
+fn exoflow_parallel_is_exactly_once_through_kills_on_dynamodb() {
+    run_reservations(Mode::Exoflow, "parallel", true);
 }
 
 #[test]
-fn reservations_are_exactly_once_through_gateway_kills_async() {
-    run_reservations("async", false);
+fn exoflow_async_is_exactly_once_through_kills() {
+    run_reservations(Mode::Exoflow, "async", false);
+}
+
+#[test]
+fn beldi_is_exactly_once_through_kills() {
+    run_reservations(Mode::Beldi, "parallel", false);
+}
+
+#[test]
+fn beldi_is_exactly_once_through_kills_on_dynamodb() {
+    run_reservations(Mode::Beldi, "parallel", true);
 }

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use exoflow_hotel::data::{self, Seed};
+use exoflow_hotel::gateway::Mode;
 use exoflow_hotel::load::Mix;
 
 mod common;
@@ -92,7 +93,9 @@ fn a_load_is_answered_and_the_database_holds_what_it_reports() {
     };
     let (booked, failed) = (count("reserve", "booked"), count("reserve", "failed"));
     assert!(failed > 0, "80 reservations of 40 rooms: some sell out");
-    let report = exoflow_hotel::check::check(kv.as_ref()).expect("check");
+    let mut told = exoflow_hotel::check::Told::new();
+    exoflow_hotel::check::read_told(&csv, &mut told).expect("read the CSV");
+    let report = exoflow_hotel::check::check(kv.as_ref(), Mode::Exoflow, &told).expect("check");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert_eq!((report.orders, report.failed), (booked, failed));
 }

@@ -412,3 +412,76 @@ pub fn open(spec: &str) -> Result<std::sync::Arc<dyn Kv>, KvError> {
         "database {spec}: expected sqlite:PATH, dynamodb or dynamodb:http://HOST:PORT"
     )))
 }
+
+/// A [`Kv`] that counts the operations made through it (one a request to
+/// the database: a transaction is one), for the figures' database
+/// operations per request.
+pub struct Counted<'a> {
+    inner: &'a dyn Kv,
+    ops: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> Counted<'a> {
+    /// Counts the operations on `inner`.
+    pub fn new(inner: &'a dyn Kv) -> Self {
+        Self {
+            inner,
+            ops: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Operations so far.
+    pub fn ops(&self) -> u64 {
+        self.ops.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn one(&self) {
+        self.ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Kv for Counted<'_> {
+    fn create_tables(&self, tables: &[&str]) -> Result<(), KvError> {
+        self.inner.create_tables(tables)
+    }
+
+    fn get(&self, table: &str, key: &str) -> Result<Option<Item>, KvError> {
+        self.one();
+        self.inner.get(table, key)
+    }
+
+    fn put(&self, table: &str, key: &str, item: Item, cond: Option<Cond>) -> Result<(), KvError> {
+        self.one();
+        self.inner.put(table, key, item, cond)
+    }
+
+    fn update(
+        &self,
+        table: &str,
+        key: &str,
+        changes: &[Change],
+        cond: Option<Cond>,
+    ) -> Result<Item, KvError> {
+        self.one();
+        self.inner.update(table, key, changes, cond)
+    }
+
+    fn delete(&self, table: &str, key: &str, cond: Option<Cond>) -> Result<(), KvError> {
+        self.one();
+        self.inner.delete(table, key, cond)
+    }
+
+    fn transact(&self, writes: &[Write]) -> Result<(), KvError> {
+        self.one();
+        self.inner.transact(writes)
+    }
+
+    fn scan(&self, table: &str) -> Result<Vec<(String, Item)>, KvError> {
+        self.one();
+        self.inner.scan(table)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
