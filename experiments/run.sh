@@ -2,9 +2,13 @@
 # Reproduces the paper's figures: runs the drivers, writes
 # experiments/results/<fig>.csv and renders experiments/figures/<fig>.png.
 #
-#   experiments/run.sh fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]
+#   experiments/run.sh fig7a|fig7b|fig7c|fig8a|fig8b|fig8c|all [--paper] [--quick] [--with-peers]
 #   experiments/run.sh recovery|maxrate|cost [--quick] [--with-peers]
 #
+# fig7a and fig7b are the stateful serverless application (apps/hotel):
+# exoflow against the Beldi baseline on one SQLite database, the paper's
+# request mix at rising rates (7a) and reservations at 5/s (7b); see
+# experiments/fig7.py.
 # cost is the batch comparison of §5.3 (CSV only): the whole batch run
 # of exoflow (reference, timely 1 and 2 workers) and, --with-peers, PySpark
 # local[2] on the same R-MAT scale 20 edge file, its table checked against
@@ -51,6 +55,17 @@ build() {
   step "building exoflow (release)"
   cargo build --release --quiet
   EXOFLOW=$root/target/release/exoflow
+}
+
+fig7ab() {
+  step "building exoflow-hotel (release)"
+  cargo build --release --quiet -p exoflow-hotel
+  local q=""
+  [ "$quick" = 1 ] && q=--quick
+  local which=${1#fig7}
+  step "$1: exoflow and Beldi, one after the other"
+  "$exp/.venv/bin/python" "$exp/fig7.py" "$which" "$root/target/release/exoflow-hotel" \
+    "$exp/work/$1" "$exp/results/$1.csv" "$exp/figures/$1.png" $q
 }
 
 fig7c() {
@@ -144,11 +159,12 @@ peers_venv() {
 venv
 build
 case $what in
+  fig7a|fig7b) fig7ab "$what" ;;
   fig7c) fig7c ;;
   fig8a|fig8b|fig8c) criterion_fig "$what" ;;
-  all) fig7c; criterion_fig fig8a; criterion_fig fig8b; criterion_fig fig8c ;;
+  all) fig7ab fig7a; fig7ab fig7b; fig7c; criterion_fig fig8a; criterion_fig fig8b; criterion_fig fig8c ;;
   recovery) recovery ;;
   cost) cost ;;
   maxrate) maxrate ;;
-  *) echo "usage: experiments/run.sh fig7c|fig8a|fig8b|fig8c|all|recovery|maxrate|cost [--paper] [--quick] [--with-peers]" >&2; exit 2 ;;
+  *) echo "usage: experiments/run.sh fig7a|fig7b|fig7c|fig8a|fig8b|fig8c|all|recovery|maxrate|cost [--paper] [--quick] [--with-peers]" >&2; exit 2 ;;
 esac

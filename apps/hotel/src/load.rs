@@ -365,3 +365,13 @@ pub fn write_csv(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A gateway's counters (`GET /stats`): requests answered and the
+/// database operations their functions reported; `None` if it has none.
+pub fn gateway_stats(gateway: &str) -> Option<(u64, u64)> {
+    let url = format!("{}/stats", gateway.trim_end_matches('/'));
+    let mut resp = ureq::get(&url).call().ok()?;
+    let v: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()?;
+    Some((v.get("answered")?.as_u64()?, v.get("db_ops")?.as_u64()?))
+}

@@ -294,7 +294,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut file = std::fs::File::create(&out)
                 .with_context(|| format!("creating {}", out.display()))?;
             eprintln!("load: {rate} requests/s for {duration} s to {}", load.url);
+            let before = exoflow_hotel::load::gateway_stats(&gateway);
             let rows = exoflow_hotel::load::run(&load);
+            let after = exoflow_hotel::load::gateway_stats(&gateway);
             exoflow_hotel::load::write_csv(&mut file, &rows)
                 .with_context(|| format!("writing {}", out.display()))?;
             let s = exoflow_hotel::load::summarize(&rows);
@@ -308,6 +310,14 @@ fn run(cli: Cli) -> Result<()> {
                 s.p99_ms,
                 out.display()
             );
+            if let (Some((a0, o0)), Some((a1, o1))) = (before, after) {
+                if a1 > a0 {
+                    println!(
+                        "{:.2} database operations a request answered (the gateway's count)",
+                        o1.saturating_sub(o0) as f64 / (a1 - a0) as f64
+                    );
+                }
+            }
             Ok(())
         }
         Cmd::Check {
