@@ -1,7 +1,8 @@
 //! Calls to the function service, from blocking code (workflow tasks):
 //! each call is retried on a lost connection, a timeout or a 5xx answer, up
-//! to a limit, with doubling backoff; a 4xx answer (a malformed request) is
-//! final.
+//! to a limit: the first retry at once (a failed invocation is usually
+//! one instance's, and another answers), then with doubling backoff; a 4xx
+//! answer (a malformed request) is final.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,8 +63,8 @@ pub struct Functions {
 
 impl Functions {
     /// A client of the service at `base` (`http://HOST:PORT`): up to 100
-    /// attempts per call, backoff from 5 ms doubling to 500 ms, 10 s per
-    /// attempt.
+    /// attempts per call, the second at once, then backoff from 5 ms
+    /// doubling to 500 ms, 10 s per attempt.
     pub fn new(base: &str) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
@@ -159,7 +160,7 @@ impl Functions {
                 Ok((status, bytes)) => last = format!("{status}: {}", error_text(&bytes)),
                 Err(e) => last = e,
             }
-            if attempt < self.attempts {
+            if attempt > 1 && attempt < self.attempts {
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(self.max_backoff);
             }

@@ -422,22 +422,15 @@ pub fn resume_orphans(engine: &Engine, listed: &[WorkflowInfo]) -> usize {
         .count()
 }
 
-/// Deletes the workflows of `listed` that finished more than `keep` ago.
-/// Returns how many.
-pub fn delete_finished(
-    engine: &Engine,
-    listed: &[WorkflowInfo],
-    keep: Duration,
-) -> Result<usize, EngineError> {
+/// The workflows of `listed` that finished more than `keep` ago: those to
+/// delete.
+pub fn finished(listed: &[WorkflowInfo], keep: Duration) -> Vec<WorkflowId> {
     let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
-    let mut n = 0;
-    for w in listed {
-        if matches!(w.state, State::Successful | State::Canceled) && w.updated_ms < cutoff {
-            engine.delete(&w.id, false)?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    listed
+        .iter()
+        .filter(|w| matches!(w.state, State::Successful | State::Canceled) && w.updated_ms < cutoff)
+        .map(|w| w.id.clone())
+        .collect()
 }
 
 fn now_ms() -> u64 {

@@ -36,7 +36,7 @@
 //! does not find its name before it fails with an error naming the log and
 //! the offset, and nothing more is appended to it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -556,7 +556,7 @@ pub(crate) struct Logs {
     /// With each log's inode, read without taking the log's own lock (held
     /// by a writer through its flush).
     #[allow(clippy::type_complexity)]
-    open: parking_lot::Mutex<HashMap<PathBuf, (u64, Arc<parking_lot::Mutex<Log>>)>>,
+    open: parking_lot::Mutex<BTreeMap<PathBuf, (u64, Arc<parking_lot::Mutex<Log>>)>>,
 }
 
 impl Logs {
@@ -613,7 +613,16 @@ impl Logs {
 
     /// Forgets the logs at or below `dir` (deleted).
     pub(crate) fn forget_below(&self, dir: &Path) {
-        self.open.lock().retain(|p, _| !p.starts_with(dir));
+        // The paths at or below `dir` are one range of the map.
+        let mut open = self.open.lock();
+        let doomed: Vec<PathBuf> = open
+            .range::<Path, _>((std::ops::Bound::Included(dir), std::ops::Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(dir))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            open.remove(&p);
+        }
     }
 }
 

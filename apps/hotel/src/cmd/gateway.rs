@@ -42,17 +42,31 @@ pub fn exoflow(
     std::thread::Builder::new()
         .name("gateway-janitor".into())
         .spawn(move || loop {
-            // One listing a round serves both.
-            match janitor.list() {
+            // One listing a round serves both. The deletions are spread over
+            // the round: a burst of thousands of unlinks stalls the
+            // requests' own writes on the file system.
+            const ROUND: Duration = Duration::from_secs(2);
+            const SLICES: usize = 20;
+            let doomed = match janitor.list() {
                 Ok(listed) => {
                     gateway::resume_orphans(&janitor, &listed);
-                    if let Err(e) = gateway::delete_finished(&janitor, &listed, keep) {
-                        eprintln!("gateway: deleting finished workflows: {e}");
+                    gateway::finished(&listed, keep)
+                }
+                Err(e) => {
+                    eprintln!("gateway: listing workflows: {e}");
+                    Vec::new()
+                }
+            };
+            let per = doomed.len().div_ceil(SLICES).max(1);
+            let mut slices = doomed.chunks(per);
+            for _ in 0..SLICES {
+                for wid in slices.next().unwrap_or_default() {
+                    if let Err(e) = janitor.delete(wid, false) {
+                        eprintln!("gateway: deleting finished workflow {wid}: {e}");
                     }
                 }
-                Err(e) => eprintln!("gateway: listing workflows: {e}"),
+                std::thread::sleep(ROUND / SLICES as u32);
             }
-            std::thread::sleep(Duration::from_secs(2));
         })
         .context("starting the janitor thread")?;
     let what = format!("store {}", engine.store().describe());

@@ -51,11 +51,11 @@ pub struct LocalStore {
     /// and fsynced into their parent by this process, or found and fsynced
     /// once (another writer, or a crashed process, may have created one
     /// without the fsync yet).
-    durable_dirs: parking_lot::Mutex<std::collections::HashSet<PathBuf>>,
+    durable_dirs: parking_lot::Mutex<std::collections::BTreeSet<PathBuf>>,
     /// Directories created by [`Store::prepare`] whose entry in their parent
     /// is not flushed yet: the next flush of the parent (or a `syncfs`) makes
     /// them durable.
-    fresh_dirs: parking_lot::Mutex<std::collections::HashSet<PathBuf>>,
+    fresh_dirs: parking_lot::Mutex<std::collections::BTreeSet<PathBuf>>,
     /// The commit logs of prepared directories (their entries in their
     /// directory are tracked in `fresh_dirs` / `durable_dirs` too).
     logs: Logs,
@@ -82,8 +82,8 @@ impl LocalStore {
         Ok(Self {
             root,
             fsync: true,
-            durable_dirs: parking_lot::Mutex::new(std::collections::HashSet::new()),
-            fresh_dirs: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            durable_dirs: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
+            fresh_dirs: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
             logs: Logs::default(),
             log_everywhere: false,
         })
@@ -328,8 +328,8 @@ impl Store for LocalStore {
         // Remove directories left empty below the prefix's directory.
         if let Some(i) = prefix.rfind('/') {
             let dir = self.root.join(&prefix[..i]);
-            self.durable_dirs.lock().retain(|d| !d.starts_with(&dir));
-            self.fresh_dirs.lock().retain(|d| !d.starts_with(&dir));
+            remove_below(&mut self.durable_dirs.lock(), &dir);
+            remove_below(&mut self.fresh_dirs.lock(), &dir);
             self.logs.forget_below(&dir);
             remove_empty_dirs(&dir);
         }
@@ -354,10 +354,36 @@ fn remove_empty_dirs(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
+/// Removes `dir` and the paths below it from `set`: a range of the set, as
+/// a path sorts right before those below it (by components), so that a
+/// delete costs the paths it removes, not the set's size.
+fn remove_below(set: &mut std::collections::BTreeSet<PathBuf>, dir: &Path) {
+    use std::ops::Bound;
+    let doomed: Vec<PathBuf> = set
+        .range::<Path, _>((Bound::Included(dir), Bound::Unbounded))
+        .take_while(|p| p.starts_with(dir))
+        .cloned()
+        .collect();
+    for p in doomed {
+        set.remove(&p);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs::OpenOptions;
+
+    #[test]
+    fn remove_below_takes_a_directory_and_what_is_under_it_only() {
+        let all = [
+            "/a", "/a/b", "/a/b/c", "/a/b/c/d", "/a/bb", "/a/b.log", "/a0", "/b",
+        ];
+        let mut set: std::collections::BTreeSet<PathBuf> = all.iter().map(PathBuf::from).collect();
+        remove_below(&mut set, Path::new("/a/b"));
+        let left: Vec<&str> = set.iter().filter_map(|p| p.to_str()).collect();
+        assert_eq!(left, ["/a", "/a/b.log", "/a/bb", "/a0", "/b"]);
+    }
 
     #[test]
     fn local_store_passes_conformance() -> Result<(), Box<dyn std::error::Error>> {
