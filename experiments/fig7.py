@@ -148,7 +148,7 @@ MIX_A = "search=60,recommend=39,user=0.5,reserve=0.5"
 
 
 def fig7a(binary, work, quick):
-    rates = [100, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 4000]
+    rates = [100, 150, 200, 300, 500, 700, 1000, 1250, 1500, 2000, 3000]
     duration, warmup = 20, 5
     if quick:
         rates, duration, warmup = [100, 400], 4, 1

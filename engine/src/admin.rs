@@ -103,6 +103,16 @@ impl Engine {
         Ok(out)
     }
 
+    /// Forgets the runs whose tasks all Skip (kept in the run journal, not
+    /// as workflows of their own) that ended before `before_ms` (ms since
+    /// the Unix epoch): what [`Engine::delete`] is to a durable workflow,
+    /// for the journal, which otherwise grows with every such run. A run
+    /// cut short stays, for `resume`. Returns how many journal segments
+    /// were deleted.
+    pub fn prune_journal(&self, before_ms: u64) -> Result<usize, EngineError> {
+        journal::prune(self.core.rt.store.as_ref(), before_ms.saturating_mul(1000))
+    }
+
     /// Cancels a workflow: a running one at its owner's next lease renewal
     /// (at once if the owner is this engine), one without a live owner at once.
     pub fn cancel(&self, wid: &WorkflowId) -> Result<(), EngineError> {

@@ -132,6 +132,41 @@ pub(crate) fn read_all(store: &dyn Store) -> Result<Vec<RunRecord>, EngineError>
     Ok(out)
 }
 
+/// Deletes the segments that hold only records of runs that ended before
+/// `before_us`: their final records, and start records of runs that
+/// ended. A segment with the start record of a run that never ended (cut
+/// short, for `resume`) stays. Returns how many segments.
+pub(crate) fn prune(store: &dyn Store, before_us: u64) -> Result<usize, EngineError> {
+    let mut segments = Vec::new();
+    let mut ended = std::collections::HashSet::new();
+    for key in store.list(JOURNAL_PREFIX)? {
+        if let Some(bytes) = store.get(&key)? {
+            let recs: Vec<RunRecord> = codec::decode(&key, Kind::Journal, &bytes)?;
+            ended.extend(
+                recs.iter()
+                    .filter(|r| r.state != State::Running)
+                    .map(|r| r.wid.clone()),
+            );
+            segments.push((key, recs));
+        }
+    }
+    let mut deleted = 0;
+    for (key, recs) in &segments {
+        let old = recs.iter().all(|r| {
+            if r.state == State::Running {
+                ended.contains(&r.wid) && r.started_us < before_us
+            } else {
+                r.finished_us < before_us
+            }
+        });
+        if old {
+            store.delete(key)?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
 /// The latest record of `wid`, if any.
 pub(crate) fn find(store: &dyn Store, wid: &WorkflowId) -> Result<Option<RunRecord>, EngineError> {
     Ok(read_all(store)?

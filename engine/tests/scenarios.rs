@@ -487,6 +487,51 @@ fn a_registered_dag_runs_many_times_with_fresh_ids_and_every_run_is_listed() -> 
 }
 
 #[test]
+fn pruning_the_journal_forgets_ended_skip_runs_only() -> R {
+    let store = Arc::new(MemStore::new());
+    let engine = fast_engine(store.clone());
+    register_nop(&engine)?;
+    for i in 0..50u32 {
+        engine.workflow::<u32>("nop").args(&i).run()?;
+    }
+    engine
+        .workflow::<u64>("fan")
+        .args(&3u32)
+        .id(wid("fan-1"))
+        .run()?;
+    assert_eq!(engine.list()?.len(), 51);
+    // Nothing ended before the epoch.
+    assert_eq!(engine.prune_journal(0)?, 0);
+    assert_eq!(engine.list()?.len(), 51);
+    // A record of a run cut short: its start only, as a crash leaves it.
+    let cut = codec::encode(
+        Kind::Journal,
+        &vec![exoflow_engine::journal::RunRecord {
+            wid: wid("cut-short"),
+            dag: "nop".to_owned(),
+            args: b"7".to_vec(),
+            state: State::Running,
+            owner: Owner::this_process("elsewhere"),
+            started_us: 1,
+            finished_us: 0,
+            error: None,
+            tasks: 1,
+        }],
+    )?;
+    store.put("journal/elsewhere-0000000001", &cut)?;
+    let far = u64::MAX / 1000;
+    assert!(engine.prune_journal(far)? >= 1);
+    let left: Vec<String> = engine.list()?.iter().map(|w| w.id.to_string()).collect();
+    assert_eq!(
+        left,
+        ["fan-1", "cut-short"],
+        "durable runs and cut-short ones stay"
+    );
+    assert_eq!(*engine.workflow::<u32>("nop").args(&9u32).run()?, 9);
+    Ok(())
+}
+
+#[test]
 fn an_unknown_dag_or_workflow_is_a_clear_error() -> R {
     let engine = fast_engine(Arc::new(MemStore::new()));
     let err = engine

@@ -417,18 +417,25 @@ pub fn resume_orphans(engine: &Engine, listed: &[WorkflowInfo]) -> usize {
     let now = now_ms();
     listed
         .iter()
-        .filter(|w| w.state == State::Running && w.lease_until_ms < now)
+        // Read-only requests (not durable) are run again by a client's
+        // retry; nothing else needs them.
+        .filter(|w| w.durable && w.state == State::Running && w.lease_until_ms < now)
         .filter(|w| engine.resume::<Answer>(&w.id).submit().is_ok())
         .count()
 }
 
-/// The workflows of `listed` that finished more than `keep` ago: those to
-/// delete.
+/// The durable workflows of `listed` that finished more than `keep` ago:
+/// those to delete. (Read-only requests, kept in the engine's run journal,
+/// go with [`Engine::prune_journal`].)
 pub fn finished(listed: &[WorkflowInfo], keep: Duration) -> Vec<WorkflowId> {
     let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
     listed
         .iter()
-        .filter(|w| matches!(w.state, State::Successful | State::Canceled) && w.updated_ms < cutoff)
+        .filter(|w| {
+            w.durable
+                && matches!(w.state, State::Successful | State::Canceled)
+                && w.updated_ms < cutoff
+        })
         .map(|w| w.id.clone())
         .collect()
 }

@@ -367,7 +367,10 @@ async fn invoke_beldi(
             )
         }
     };
-    if let Err(e) = inv.validate() {
+    if let Err(e) = inv
+        .validate()
+        .and_then(|()| app::check_input(function, &inv))
+    {
         return error(StatusCode::BAD_REQUEST, format!("{name}: {e}"));
     }
     let fail = s.fails();

@@ -136,3 +136,85 @@ fn with_its_logs_beldi_is_exactly_once_and_gc_removes_them() {
     let (ok, text) = check(&db, &csv);
     assert!(ok, "still consistent after collection: {text}");
 }
+
+#[test]
+fn beldi_mode_refuses_bad_input_and_fails_unknown_items_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite:{}", dir.path().join("hotel.db").display());
+    let kv = exoflow_hotel::kv::open(&db).expect("open");
+    data::seed(
+        kv.as_ref(),
+        &Seed {
+            hotels: 3,
+            users: 2,
+            capacity: 1,
+        },
+    )
+    .expect("seed");
+    let (_functions, fn_addr) = common::functions(&db, &[]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |path: &str, body: &str| {
+        let mut r = agent
+            .post(&format!("http://{fn_addr}{path}"))
+            .send(body)
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().expect("body"))
+    };
+    // Malformed invocations: 4xx naming what is wrong; nothing written.
+    let (s, t) = post("/beldi/gateway", r#"{"instance": 7}"#);
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("instance"), "{t}");
+    let (s, t) = post("/beldi/gateway", r#"{"instance": "a/b", "input": {}}"#);
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("instance"), "{t}");
+    let (s, t) = post("/beldi/nowhere", r#"{"instance": "x"}"#);
+    assert_eq!(s, 404, "{t}");
+    let (s, t) = post(
+        "/beldi/gateway",
+        r#"{"instance": "x", "input": {"fly": 1}}"#,
+    );
+    assert_eq!(s, 400, "{t}");
+    assert!(kv.scan(ORDER).expect("scan").is_empty());
+    // Unknown hotel, unknown flight, sold out: failed, nothing taken.
+    let reserve = |id: &str, hotel: &str, flight: &str| {
+        let body = format!(
+            r#"{{"instance":"reserve-{id}","input":{{"reserve":{{"user":"user0","hotel":"{hotel}","flight":"{flight}"}}}}}}"#
+        );
+        post("/beldi/gateway", &body)
+    };
+    let (s, t) = reserve("a", "99", "0");
+    assert_eq!(s, 200, "{t}");
+    assert!(t.contains("no hotel 99"), "{t}");
+    let (s, t) = reserve("b", "0", "99");
+    assert!(s == 200 && t.contains("no flight 99"), "{t}");
+    let (s, t) = reserve("c", "0", "0");
+    assert!(s == 200 && t.contains("booked"), "{t}");
+    let (s, t) = reserve("d", "0", "1");
+    assert!(s == 200 && t.contains("hotel 0 is sold out"), "{t}");
+    // Orders are placed asynchronously; then only the booking holds one.
+    let mut told = exoflow_hotel::check::Told::new();
+    for (id, outcome) in [
+        ("a", "failed"),
+        ("b", "failed"),
+        ("c", "booked"),
+        ("d", "failed"),
+    ] {
+        exoflow_hotel::check::tell(&mut told, id, "reserve", 200, outcome);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r =
+            exoflow_hotel::check::check(kv.as_ref(), exoflow_hotel::gateway::Mode::Beldi, &told)
+                .expect("check");
+        if r.violations.is_empty() {
+            assert_eq!(r.orders, 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", r.violations);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

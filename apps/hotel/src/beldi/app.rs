@@ -92,6 +92,31 @@ struct Order {
     reservation: Reservation,
 }
 
+fn parses<T: serde::de::DeserializeOwned>(v: &Json) -> Result<(), String> {
+    serde_path_to_error::deserialize::<_, T>(v.clone())
+        .map(|_| ())
+        .map_err(|e| format!("input: at `{}`: {}", e.path(), e.inner()))
+}
+
+/// Checks that `inv` carries what function `name` takes, before anything
+/// is written for it (a malformed invocation leaves no intent behind).
+pub fn check_input(name: &str, inv: &super::Invocation) -> Result<(), String> {
+    if matches!(inv.instruction, Instruction::Commit | Instruction::Abort) {
+        return Ok(());
+    }
+    let v = &inv.input;
+    match name {
+        "gateway" => parses::<Ask>(v),
+        "search" | "geo" => parses::<Point>(v),
+        "rate" => parses::<Hotels>(v),
+        "recommend" => parses::<Recommendation>(v),
+        "user" => parses::<Login>(v),
+        "frontend" | "order" => parses::<Order>(v),
+        "hotel" | "flight" => parses::<Take>(v),
+        other => Err(format!("no function {other}")),
+    }
+}
+
 /// Runs function `name`'s body in `env`.
 pub fn body(name: &str, env: &mut Env<'_>, v: &Json) -> Result<Json, BeldiError> {
     match name {

@@ -47,6 +47,12 @@ pub fn exoflow(
             // requests' own writes on the file system.
             const ROUND: Duration = Duration::from_secs(2);
             const SLICES: usize = 20;
+            let cutoff = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.saturating_sub(keep).as_millis() as u64);
+            if let Err(e) = janitor.prune_journal(cutoff) {
+                eprintln!("gateway: pruning the run journal: {e}");
+            }
             let doomed = match janitor.list() {
                 Ok(listed) => {
                     gateway::resume_orphans(&janitor, &listed);
