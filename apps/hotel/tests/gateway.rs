@@ -1,7 +1,8 @@
-//! The gateway and the function service as processes, in both modes:
-//! clients send reservations (retrying a request under its id until it is
-//! answered) while `kill -9` hits, at seeded points of their progress,
-//! the gateway (restarted) and serving processes (restarted by their
+//! Two gateways sharing a workflow store and a database, and the function
+//! service, as processes, in both modes: clients send reservations
+//! (retrying a request under its id, on the other gateway, until it is
+//! answered) while `kill -9` hits, at seeded points of their progress, the
+//! gateways (restarted) and serving processes (restarted by their
 //! supervisor), and the functions fail at random after their writes; every
 //! reservation is then answered, some sell out, and the database holds
 //! exactly the bookings the clients were told of.
@@ -19,12 +20,19 @@ use rand::{Rng, SeedableRng};
 mod common;
 use common::{addr, spawn};
 
-/// Posts `body` to the gateway until it answers (any status but a lost
-/// connection or a 5xx); the answer's body.
-fn ask(agent: &ureq::Agent, url: &str, body: &str, deadline: Instant) -> serde_json::Value {
-    loop {
+/// Posts `body` to a gateway until one answers (any status but a lost
+/// connection or a 5xx), starting with `urls[first]` and turning to the
+/// next after each failure; the answer's body.
+fn ask(
+    agent: &ureq::Agent,
+    urls: &[String],
+    first: usize,
+    body: &str,
+    deadline: Instant,
+) -> serde_json::Value {
+    for attempt in first.. {
         assert!(Instant::now() < deadline, "no answer to {body}");
-        if let Ok(mut r) = agent.post(url).send(body) {
+        if let Ok(mut r) = agent.post(&urls[attempt % urls.len()]).send(body) {
             let status = r.status().as_u16();
             if let Ok(text) = r.body_mut().read_to_string() {
                 if status < 500 {
@@ -35,7 +43,11 @@ fn ask(agent: &ureq::Agent, url: &str, body: &str, deadline: Instant) -> serde_j
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    unreachable!("an endless loop")
 }
+
+/// Gateways sharing the workflow store and the database.
+const GATEWAYS: usize = 2;
 
 /// Kills: at least this many land in a run, half of them gateways.
 const KILLS: usize = 12;
@@ -78,48 +90,61 @@ fn run_reservations(mode: Mode, variant: &str, dynamo: bool) {
             "3",
         ],
     );
-    let gw_addr = addr();
-    let gw_args: Vec<String> = [
-        "gateway",
-        "--functions",
-        &format!("http://{fn_addr}"),
-        "--store",
-        &store.display().to_string(),
-        "--listen",
-        &gw_addr.to_string(),
-        "--reserve",
-        variant,
-        "--mode",
-        match mode {
-            Mode::Exoflow => "exoflow",
-            Mode::Beldi => "beldi",
-        },
-        // Beldi's collector re-runs what a kill left, soon.
-        "--collect-every",
-        "1",
-        "--intent-timeout",
-        "3",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let start_gateway = move || {
-        let args: Vec<&str> = gw_args.iter().map(String::as_str).collect();
-        let p = spawn(&args);
-        exoflow_testkit::wait_for_port(gw_addr, Duration::from_secs(30), "the gateway");
+    let gw_addrs: Vec<_> = (0..GATEWAYS).map(|_| addr()).collect();
+    let gw_args = |k: usize| -> Vec<String> {
+        let gw_addr = gw_addrs[k];
+        [
+            "gateway",
+            "--functions",
+            &format!("http://{fn_addr}"),
+            "--store",
+            &store.display().to_string(),
+            "--listen",
+            &gw_addr.to_string(),
+            "--reserve",
+            variant,
+            "--mode",
+            match mode {
+                Mode::Exoflow => "exoflow",
+                Mode::Beldi => "beldi",
+            },
+            // Beldi's collector re-runs what a kill left, soon.
+            "--collect-every",
+            "1",
+            "--intent-timeout",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let args: Vec<Vec<String>> = (0..GATEWAYS).map(gw_args).collect();
+    let addrs = gw_addrs.clone();
+    let start_gateway = move |k: usize| {
+        let a: Vec<&str> = args[k].iter().map(String::as_str).collect();
+        let p = spawn(&a);
+        exoflow_testkit::wait_for_port(addrs[k], Duration::from_secs(30), "the gateway");
         p
     };
     let start_gateway = Arc::new(start_gateway);
-    let gateway = Arc::new(Mutex::new(Some(start_gateway())));
-    // Clients: 90 reservations over 4 hotels of 6 rooms, so some sell out.
-    let url = format!("http://{gw_addr}/request");
+    let gateway: Arc<Vec<Mutex<Option<common::Proc>>>> = Arc::new(
+        (0..GATEWAYS)
+            .map(|k| Mutex::new(Some(start_gateway(k))))
+            .collect(),
+    );
+    // Clients: 90 reservations over 4 hotels of 6 rooms, so some sell out;
+    // each request to one of the gateways, a retry to the next.
+    let urls: Vec<String> = gw_addrs
+        .iter()
+        .map(|a| format!("http://{a}/request"))
+        .collect();
     let answers = Arc::new(Mutex::new(Vec::new()));
     // Each client holds its last request until every kill has landed.
     let killed_all = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(100);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (url, answers, killed_all) = (url.clone(), answers.clone(), killed_all.clone());
+            let (urls, answers, killed_all) = (urls.clone(), answers.clone(), killed_all.clone());
             std::thread::spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
@@ -135,7 +160,7 @@ fn run_reservations(mode: Mode, variant: &str, dynamo: bool) {
                     let body = format!(
                         r#"{{"id":"c{c}-{n}","ask":{{"reserve":{{"user":"user{c}","hotel":"{h}","flight":"{f}"}}}}}}"#
                     );
-                    let a = ask(&agent, &url, &body, deadline);
+                    let a = ask(&agent, &urls, (c + n) as usize, &body, deadline);
                     answers
                         .lock()
                         .expect("lock")
@@ -165,13 +190,14 @@ fn run_reservations(mode: Mode, variant: &str, dynamo: bool) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 if i % 2 == 0 {
-                    let mut g = gateway.lock().expect("lock");
+                    let k = (i / 2) % GATEWAYS;
+                    let mut g = gateway[k].lock().expect("lock");
                     if let Some(mut p) = g.take() {
                         let _ = p.0.kill();
                         let _ = p.0.wait();
                         gateways += 1;
                     }
-                    *g = Some(start_gateway());
+                    *g = Some(start_gateway(k));
                 } else if let Some(pid) = probe.health() {
                     // SAFETY: kill with the pid the service reported as its own.
                     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
