@@ -312,6 +312,7 @@ pub fn settle(
         (Resource::Hotel, &r.hotel, hotel),
         (Resource::Flight, &r.flight, flight),
     ];
+    let mut unknown_user = false;
     if hotel == &Acquired::Held && flight == &Acquired::Held {
         let mut writes: Vec<Write> = both
             .iter()
@@ -338,8 +339,18 @@ pub fn settle(
             item: item([("outcome", "booked".into())]),
             cond: Some(Cond::NotExists),
         });
+        // Only a known user books (checked in the same transaction).
+        writes.push(Write::Check {
+            table: USER.into(),
+            key: r.user.clone(),
+            cond: Cond::Exists,
+        });
+        let user_check = writes.len() - 1;
         match kv.transact(&writes) {
             Ok(()) => return Ok(Outcome::Booked),
+            Err(KvError::Cancelled {
+                failed: Some(i), ..
+            }) if i == user_check => unknown_user = true,
             Err(e) if e.is_condition() => {
                 // Ended meanwhile by an earlier attempt whose answer was
                 // lost; or (never, while locks are only released here) a
@@ -354,6 +365,7 @@ pub fn settle(
     let why = both
         .iter()
         .find_map(|(what, id, a)| match a {
+            Acquired::Held if unknown_user => Some(format!("no user {}", r.user)),
             Acquired::Held => None,
             Acquired::Unknown => Some(format!("no {} {id}", what.name())),
             Acquired::Busy => Some(format!(

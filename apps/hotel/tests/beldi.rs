@@ -180,17 +180,20 @@ fn beldi_mode_refuses_bad_input_and_fails_unknown_items_cleanly() {
     assert_eq!(s, 400, "{t}");
     assert!(kv.scan(ORDER).expect("scan").is_empty());
     // Unknown hotel, unknown flight, sold out: failed, nothing taken.
-    let reserve = |id: &str, hotel: &str, flight: &str| {
+    let reserve_as = |id: &str, user: &str, hotel: &str, flight: &str| {
         let body = format!(
-            r#"{{"instance":"reserve-{id}","input":{{"reserve":{{"user":"user0","hotel":"{hotel}","flight":"{flight}"}}}}}}"#
+            r#"{{"instance":"reserve-{id}","input":{{"reserve":{{"user":"{user}","hotel":"{hotel}","flight":"{flight}"}}}}}}"#
         );
         post("/beldi/gateway", &body)
     };
+    let reserve = |id: &str, hotel: &str, flight: &str| reserve_as(id, "user0", hotel, flight);
     let (s, t) = reserve("a", "99", "0");
     assert_eq!(s, 200, "{t}");
     assert!(t.contains("no hotel 99"), "{t}");
     let (s, t) = reserve("b", "0", "99");
     assert!(s == 200 && t.contains("no flight 99"), "{t}");
+    let (s, t) = reserve_as("e", "nobody", "0", "0");
+    assert!(s == 200 && t.contains("no user nobody"), "{t}");
     let (s, t) = reserve("c", "0", "0");
     assert!(s == 200 && t.contains("booked"), "{t}");
     let (s, t) = reserve("d", "0", "1");

@@ -174,12 +174,12 @@ fn books_once(dynamo: bool) {
 }
 
 #[test]
-fn sold_out_and_unknown_fail_cleanly_and_release_their_locks_sqlite() {
+fn sold_out_and_unknown_items_or_users_fail_cleanly_and_release_their_locks_sqlite() {
     fails_cleanly(false);
 }
 
 #[test]
-fn sold_out_and_unknown_fail_cleanly_and_release_their_locks_dynamodb() {
+fn sold_out_and_unknown_items_or_users_fail_cleanly_and_release_their_locks_dynamodb() {
     fails_cleanly(true);
 }
 
@@ -234,6 +234,24 @@ fn fails_cleanly(dynamo: bool) {
         "{out:?}"
     );
     assert_eq!(holder(kv, FLIGHT, "1"), None);
+    // An unknown user: both locks held, nothing booked, both released.
+    let h = acquire(kv, Resource::Hotel, "1", "d").expect("lock");
+    let f = acquire(kv, Resource::Flight, "1", "d").expect("lock");
+    assert_eq!((&h, &f), (&Acquired::Held, &Acquired::Held));
+    let nobody = Reservation {
+        user: "nobody".into(),
+        ..r("1", "1")
+    };
+    let out = settle(kv, "d", &nobody, &h, &f).expect("settle");
+    assert!(
+        matches!(out, Outcome::Failed(ref why) if why.contains("no user nobody")),
+        "{out:?}"
+    );
+    assert_eq!(
+        (holder(kv, HOTEL, "1"), holder(kv, FLIGHT, "1")),
+        (None, None)
+    );
+    assert_eq!((cap(kv, HOTEL, "1"), cap(kv, FLIGHT, "1")), (1, 1));
     assert_eq!(kv.scan(ORDER).expect("scan").len(), 1);
 }
 

@@ -4,7 +4,7 @@
 //! - `gateway` takes a client's [`Ask`] and invokes `search`, `recommend`,
 //!   `user` or `frontend`;
 //! - `search` invokes `geo`, then `rate`;
-//! - `frontend` reserves: it begins a transaction, invokes `hotel`, then
+//! - `frontend` reserves: it checks the user, begins a transaction, invokes `hotel`, then
 //!   `flight` (each locks its item and buffers the capacity less one),
 //!   commits (or aborts if either failed), then invokes `order`
 //!   asynchronously;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use super::{BeldiError, Env, Instruction};
-use crate::data::{int, ORDER};
+use crate::data::{int, ORDER, USER};
 use crate::functions::{self, Acquired, Outcome, RatePlan, Require, Reservation, Resource};
 use crate::gateway::{Answer, Ask};
 use crate::kv::{item, Change, Value};
@@ -215,6 +215,10 @@ fn why(what: &str, id: &str, a: &Acquired) -> String {
 /// transaction; the order placed asynchronously once it committed.
 fn frontend(env: &mut Env<'_>, o: &Order) -> Result<Outcome, BeldiError> {
     let r = &o.reservation;
+    // Only a known user books.
+    if env.read(USER, &r.user)?.is_none() {
+        return Ok(Outcome::Failed(format!("no user {}", r.user)));
+    }
     env.begin()?;
     for (what, id) in [("hotel", &r.hotel), ("flight", &r.flight)] {
         let got = env.invoke(what, json!({ "id": id }), Instruction::Execute)?;
