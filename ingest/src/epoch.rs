@@ -69,7 +69,7 @@ impl Pacer {
             self.free -= n;
             return;
         }
-        let due = Duration::from_secs_f64(self.edges as f64 / self.rate);
+        let due = crate::pace_due(self.edges, self.rate);
         let elapsed = self.since.elapsed();
         if due > elapsed {
             std::thread::sleep(due - elapsed);

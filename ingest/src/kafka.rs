@@ -631,7 +631,7 @@ pub fn produce(
             buf.clear();
             in_buf = 0;
             if let Some(rate) = opts.rate {
-                let due = Duration::from_secs_f64(stats.lines as f64 / rate);
+                let due = crate::pace_due(stats.lines, rate);
                 let elapsed = started.elapsed();
                 if due > elapsed {
                     producer.poll(due - elapsed);

@@ -13,8 +13,11 @@ pub fn produce(
     po: &exoflow_ingest::kafka::ProduceOptions,
 ) -> Result<()> {
     use std::io::IsTerminal;
-    if po.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        bail!("--rate must be positive");
+    if po
+        .rate
+        .is_some_and(|r| r.is_nan() || r < exoflow_ingest::MIN_RATE)
+    {
+        bail!("--rate must be at least 0.001 edges a second");
     }
     if po.partitions == Some(0) || po.message_bytes == 0 {
         bail!("--partitions and --message-bytes must be positive");

@@ -226,8 +226,13 @@ impl JobRequest {
                 "an epoch must have at least one edge or one millisecond",
             ));
         }
-        if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-            return Err(InvalidRequest("--rate must be positive"));
+        if self
+            .rate
+            .is_some_and(|r| r.is_nan() || r < exoflow_ingest::MIN_RATE)
+        {
+            return Err(InvalidRequest(
+                "--rate must be at least 0.001 edges a second",
+            ));
         }
         if let Some(k) = self.retain {
             if k == 0 {
@@ -348,6 +353,14 @@ mod tests {
             },
             JobRequest {
                 rate: Some(f64::NAN),
+                ..request()
+            },
+            JobRequest {
+                rate: Some(1e-300),
+                ..request()
+            },
+            JobRequest {
+                rate: Some(0.0),
                 ..request()
             },
             JobRequest {

@@ -255,7 +255,7 @@ impl S3Store {
         let client = self.client.clone();
         let bucket = self.config.bucket.clone();
         let full_prefix = self.full(prefix);
-        let strip = self.config.prefix.len();
+        let root = self.config.prefix.clone();
         let key = prefix.to_owned();
         self.block(async move {
             let mut keys = Vec::new();
@@ -275,12 +275,12 @@ impl S3Store {
                 let out = req.send().await.map_err(|e| classify("list", &key, e))?;
                 for o in out.contents() {
                     if let Some(k) = o.key() {
-                        keys.push(k[strip..].to_owned());
+                        keys.push(relative(&root, k, &key)?);
                     }
                 }
                 for p in out.common_prefixes() {
                     if let Some(k) = p.prefix() {
-                        dirs.push(k[strip..].to_owned());
+                        dirs.push(relative(&root, k, &key)?);
                     }
                 }
                 match out.next_continuation_token() {
@@ -431,7 +431,7 @@ impl Store for S3Store {
         let mut out: Vec<String> = keys
             .into_iter()
             .chain(dirs)
-            .map(|k| k[prefix.len()..].to_owned())
+            .filter_map(|k| k.strip_prefix(prefix).map(str::to_owned))
             .filter(|k| !k.is_empty())
             .collect();
         out.sort_unstable();
@@ -497,5 +497,33 @@ impl Store for S3Store {
 
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.config.bucket, self.config.prefix)
+    }
+}
+
+/// A listed key relative to the store's root `root`: an error naming it if
+/// the server listed a key outside the root (it was asked for keys under
+/// it), never a slice past its end.
+fn relative(root: &str, listed: &str, asked: &str) -> Result<String, StoreError> {
+    listed
+        .strip_prefix(root)
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::Permanent {
+            op: "list",
+            key: asked.to_owned(),
+            message: format!("the server listed {listed:?}, outside the store's prefix {root:?}"),
+        })
+}
+
+#[cfg(test)]
+mod relative_tests {
+    #[test]
+    fn a_key_outside_the_root_is_an_error_not_a_panic() {
+        assert_eq!(
+            super::relative("p/", "p/a/b", "a/").ok().as_deref(),
+            Some("a/b")
+        );
+        let e = super::relative("prefix/", "x", "a/").expect_err("outside");
+        assert!(e.to_string().contains("outside the store's prefix"), "{e}");
+        assert!(super::relative("prefix/", "préfix/a", "a/").is_err());
     }
 }
