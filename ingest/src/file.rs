@@ -576,11 +576,12 @@ fn digits(buf: &[u8], mut i: usize) -> Option<(u64, usize)> {
         if d > 9 {
             break;
         }
-        v = v * 10 + u64::from(d);
-        i += 1;
-        if i - start > 19 {
+        // A 20th digit is refused before it is added: 19 always fit.
+        if i - start == 19 {
             return None;
         }
+        v = v * 10 + u64::from(d);
+        i += 1;
     }
     (i > start).then_some((v, i))
 }
@@ -754,6 +755,18 @@ mod tests {
         );
         assert!(matches!(f.rejected[0].reason, Malformed::TooLong { len } if len == MAX_LINE + 11));
         Ok(())
+    }
+
+    /// Twenty digits or more are refused before they overflow (with overflow
+    /// checks on, the 20th used to be multiplied in first).
+    #[test]
+    fn twenty_digits_are_refused_not_overflowed() {
+        assert_eq!(digits(b"18446744073709551615 ", 0), None, "20 digits");
+        assert_eq!(digits(b"99999999999999999999999999 ", 0), None);
+        assert_eq!(
+            digits(b"9999999999999999999 ", 0),
+            Some((9_999_999_999_999_999_999, 19))
+        );
     }
 
     /// The word-at-a-time digits equal a digit-by-digit reading, whatever
