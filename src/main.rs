@@ -36,6 +36,23 @@ pub struct KafkaArgs {
     /// timeouts); repeatable. Not stored: give it again to `resume`.
     #[arg(long = "kafka-opt", value_name = "KEY=VALUE")]
     pub kafka_opt: Vec<String>,
+    /// A file of librdkafka settings, a KEY=VALUE a line (`#` comments):
+    /// keeps secrets such as sasl.password off the command line;
+    /// repeatable, and --kafka-opt wins over it.
+    #[arg(long = "kafka-opt-file", value_name = "FILE")]
+    pub kafka_opt_file: Vec<std::path::PathBuf>,
+}
+
+impl KafkaArgs {
+    /// The settings of the files, then those of the command line.
+    pub fn options(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for f in &self.kafka_opt_file {
+            out.extend(exoflow_ingest::kafka::KafkaSpec::options_file(f)?);
+        }
+        out.extend(self.kafka_opt.iter().cloned());
+        Ok(out)
+    }
 }
 
 /// More than one process (timely's cluster configuration; `-h` is help).
@@ -382,16 +399,18 @@ fn main() -> ExitCode {
             partitions,
             message_bytes,
             kafka,
-        } => commands::produce::produce(
-            edges,
-            &format!("kafka://{brokers}/{topic}"),
-            &kafka.kafka_opt,
-            &exoflow_ingest::kafka::ProduceOptions {
-                rate: *rate,
-                partitions: *partitions,
-                message_bytes: *message_bytes,
-            },
-        ),
+        } => kafka.options().and_then(|opts| {
+            commands::produce::produce(
+                edges,
+                &format!("kafka://{brokers}/{topic}"),
+                &opts,
+                &exoflow_ingest::kafka::ProduceOptions {
+                    rate: *rate,
+                    partitions: *partitions,
+                    message_bytes: *message_bytes,
+                },
+            )
+        }),
         Command::Status {
             store,
             workflow_id,

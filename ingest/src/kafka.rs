@@ -101,6 +101,37 @@ impl KafkaSpec {
         })
     }
 
+    /// Reads librdkafka settings from a file of `KEY=VALUE` lines (blank
+    /// lines and lines starting with `#` skipped), so that secrets such as
+    /// `sasl.password` need not be on the command line; an error names the
+    /// file and line of a malformed one.
+    pub fn options_file(path: &Path) -> Result<Vec<String>, SourceError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SourceError::Invalid(format!(
+                "reading Kafka options from {}: {e}",
+                path.display()
+            ))
+        })?;
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=') {
+                Some((k, _)) if !k.trim().is_empty() => out.push(line.to_owned()),
+                _ => {
+                    return Err(SourceError::Invalid(format!(
+                        "{}, line {}: expected KEY=VALUE",
+                        path.display(),
+                        n + 1
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds librdkafka settings given as `KEY=VALUE`.
     pub fn with_options<'a>(
         mut self,
@@ -733,5 +764,38 @@ fn ensure_topic(spec: &KafkaSpec, want: Option<usize>) -> Result<usize, SourceEr
             )));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_files_read_settings_and_name_a_bad_line() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let good = dir.path().join("kafka.properties");
+        std::fs::write(
+            &good,
+            "# SASL\n\nsecurity.protocol=SASL_PLAINTEXT\n  sasl.password=a=b  \n",
+        )?;
+        let opts = KafkaSpec::options_file(&good)?;
+        assert_eq!(
+            opts,
+            ["security.protocol=SASL_PLAINTEXT", "sasl.password=a=b"]
+        );
+        let spec =
+            KafkaSpec::parse("kafka://h:1/t")?.with_options(opts.iter().map(String::as_str))?;
+        assert_eq!(
+            spec.options.get("sasl.password").map(String::as_str),
+            Some("a=b")
+        );
+        let bad = dir.path().join("bad.properties");
+        std::fs::write(&bad, "a=1\njust words\n")?;
+        let e = KafkaSpec::options_file(&bad).expect_err("malformed");
+        assert!(e.to_string().contains("bad.properties, line 2"), "{e}");
+        let e = KafkaSpec::options_file(&dir.path().join("missing")).expect_err("missing");
+        assert!(e.to_string().contains("missing"), "{e}");
+        Ok(())
     }
 }

@@ -29,7 +29,7 @@ pub fn export(
     let t = Instant::now();
     // A job logged without its edges (checkpoint none) is re-read from its
     // source, a Kafka topic with these settings.
-    let runtime = Runtime::new().with_kafka_options(kafka.kafka_opt.clone());
+    let runtime = Runtime::new().with_kafka_options(kafka.options()?);
     let table = query::export(s, &runtime, wid.as_str(), at)?.table;
     write_atomically(out, |f| write_csv(&table, f))?;
     eprintln!(

@@ -33,7 +33,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Role::Lead(spec) => Some(spec),
         Role::Served => return Ok(()),
     };
-    let runtime = Arc::new(runtime(&args.kafka, None, cluster));
+    let runtime = Arc::new(runtime(&args.kafka, None, cluster)?);
     let result = start(args, &runtime);
     runtime.release_cluster();
     result
@@ -53,7 +53,7 @@ pub fn resume(
         Role::Lead(spec) => Some(spec),
         Role::Served => return Ok(()),
     };
-    let runtime = Arc::new(runtime(kafka, workers, cluster));
+    let runtime = Arc::new(runtime(kafka, workers, cluster)?);
     let result = (|| {
         let engine = stream_engine(store, &runtime)?;
         let handle = engine
@@ -67,12 +67,16 @@ pub fn resume(
 }
 
 /// The runtime of this process's jobs.
-fn runtime(kafka: &KafkaArgs, workers: Option<usize>, cluster: Option<ClusterSpec>) -> Runtime {
-    Runtime::new()
-        .with_kafka_options(kafka.kafka_opt.clone())
+fn runtime(
+    kafka: &KafkaArgs,
+    workers: Option<usize>,
+    cluster: Option<ClusterSpec>,
+) -> Result<Runtime> {
+    Ok(Runtime::new()
+        .with_kafka_options(kafka.options()?)
         .with_workers(workers)
         .with_cluster(cluster)
-        .with_quiet(std::env::var_os("EXOFLOW_QUIET").is_some())
+        .with_quiet(std::env::var_os("EXOFLOW_QUIET").is_some()))
 }
 
 /// Validates the flags, creates the job and waits for it.
