@@ -280,6 +280,32 @@ async fn invoke(State(s): State<Arc<Service>>, Path(name): Path<String>, body: B
     if let Err(e) = call.validate() {
         return error(StatusCode::BAD_REQUEST, format!("{name}: {e}"));
     }
+    let function = call.name();
+    run_blocking(&s, function, move |service| {
+        let kv = Counted::new(service.kv.as_ref());
+        let out = call.run(&kv).map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{function}: {e}"),
+            )
+        });
+        (out, kv.ops())
+    })
+    .await
+}
+
+/// What a function's work gives: its answer or an error status and reason,
+/// with the database operations it made.
+type Work = (Result<serde_json::Value, (StatusCode, String)>, u64);
+
+/// Runs a function's `work` on a blocking thread, under the injected
+/// failures (before it, or after it and before the reply); the answer
+/// carries the database operations in [`OPS_HEADER`].
+async fn run_blocking(
+    s: &Arc<Service>,
+    name: &str,
+    work: impl FnOnce(&Service) -> Work + Send + 'static,
+) -> Response {
     let fail = s.fails();
     if fail && s.failures.point == FailurePoint::Before {
         return error(
@@ -288,14 +314,15 @@ async fn invoke(State(s): State<Arc<Service>>, Path(name): Path<String>, body: B
         );
     }
     let service = s.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        let kv = Counted::new(service.kv.as_ref());
-        (call.run(&kv), kv.ops())
-    })
-    .await;
-    let (result, ops) = match done {
-        Ok((r, ops)) => (r.map_err(|e| format!("{name}: {e}")), ops),
-        Err(e) => (Err(format!("{name} panicked: {e}")), 0),
+    let (result, ops) = match tokio::task::spawn_blocking(move || work(&service)).await {
+        Ok(done) => done,
+        Err(e) => (
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{name} panicked: {e}"),
+            )),
+            0,
+        ),
     };
     let mut resp = match result {
         Ok(_) if fail => error(
@@ -303,15 +330,11 @@ async fn invoke(State(s): State<Arc<Service>>, Path(name): Path<String>, body: B
             "injected failure (after the work, before the reply)",
         ),
         Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err((status, e)) => error(status, e),
     };
-    with_ops(&mut resp, ops);
-    resp
-}
-
-fn with_ops(resp: &mut Response, ops: u64) {
     resp.headers_mut()
         .insert(OPS_HEADER, axum::http::HeaderValue::from(ops));
+    resp
 }
 
 /// Beldi functions invoke each other over HTTP, through this service.
@@ -373,43 +396,24 @@ async fn invoke_beldi(
     {
         return error(StatusCode::BAD_REQUEST, format!("{name}: {e}"));
     }
-    let fail = s.fails();
-    if fail && s.failures.point == FailurePoint::Before {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "injected failure (before any work)",
-        );
-    }
-    let service = s.clone();
-    let done = tokio::task::spawn_blocking(move || {
+    run_blocking(&s, function, move |service| {
         let kv = Counted::new(service.kv.as_ref());
         let http = Http {
             client: service.itself.counting(),
         };
         let out = beldi::run(&kv, &http, function, &inv, service.logs, |env, v| {
             app::body(function, env, v)
+        })
+        .map_err(|e| {
+            let status = match e {
+                BeldiError::Input(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, format!("{function}: {e}"))
         });
         (out, kv.ops() + http.client.ops())
     })
-    .await;
-    let ops = done.as_ref().map_or(0, |(_, ops)| *ops);
-    let mut resp = match done {
-        Ok((Ok(_), _)) if fail => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "injected failure (after the work, before the reply)",
-        ),
-        Ok((Ok(v), _)) => (StatusCode::OK, axum::Json(v)).into_response(),
-        Ok((Err(e @ BeldiError::Input(_)), _)) => {
-            error(StatusCode::BAD_REQUEST, format!("{name}: {e}"))
-        }
-        Ok((Err(e), _)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: {e}")),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{name} panicked: {e}"),
-        ),
-    };
-    with_ops(&mut resp, ops);
-    resp
+    .await
 }
 
 /// What `/admin/collect` and `/admin/gc` take.

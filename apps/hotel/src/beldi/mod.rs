@@ -333,6 +333,30 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// The callee instance of the invoke at step `cid`: a fresh one, logged
+    /// there first; or, on a replay, the one the first run logged, with
+    /// its answer if it gave one. Without logs, always a fresh one.
+    fn log_callee(&self, cid: &str) -> Result<(String, Option<String>), KvError> {
+        let callee = fresh_id();
+        if !self.logs {
+            return Ok((callee, None));
+        }
+        let record = item([("callee", callee.as_str().into())]);
+        match self.kv.put(LOG, cid, record, Some(Cond::NotExists)) {
+            Ok(()) => Ok((callee, None)),
+            Err(e) if e.is_condition() => {
+                let row = self
+                    .kv
+                    .get(LOG, cid)?
+                    .ok_or_else(|| corrupt("log", cid, "vanished"))?;
+                let callee =
+                    text(&row, "callee").ok_or_else(|| corrupt("log", cid, "names no callee"))?;
+                Ok((callee, text(&row, "ret")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Invokes `function` and waits for its answer (Beldi's sync invoke):
     /// the callee's instance is logged first, so a replay invokes the same
     /// instance, or returns its logged answer without invoking.
@@ -348,29 +372,10 @@ impl<'a> Env<'a> {
         // whether or not a replay needs it, so that the steps after it are
         // numbered as in the first run.
         let record = (instruction == Instruction::Execute).then(|| self.next());
-        let mut callee = fresh_id();
-        if self.logs {
-            match self.kv.put(
-                LOG,
-                &cid,
-                item([("callee", callee.as_str().into())]),
-                Some(Cond::NotExists),
-            ) {
-                Ok(()) => {}
-                Err(e) if e.is_condition() => {
-                    let row = self
-                        .kv
-                        .get(LOG, &cid)?
-                        .ok_or_else(|| corrupt("log", &cid, "vanished"))?;
-                    if let Some(ret) = text(&row, "ret") {
-                        return serde_json::from_str(&ret)
-                            .map_err(|e| BeldiError::Kv(corrupt("answer", &cid, e)));
-                    }
-                    callee = text(&row, "callee")
-                        .ok_or_else(|| corrupt("log", &cid, "names no callee"))?;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let (callee, ret) = self.log_callee(&cid)?;
+        if let Some(ret) = ret {
+            return serde_json::from_str(&ret)
+                .map_err(|e| BeldiError::Kv(corrupt("answer", &cid, e)));
         }
         if let (Some(record), Some(txn)) = (record, &self.txn) {
             let key = self.local_key(txn);
@@ -409,28 +414,9 @@ impl<'a> Env<'a> {
         input: serde_json::Value,
     ) -> Result<(), BeldiError> {
         let cid = self.next();
-        let mut callee = fresh_id();
-        if self.logs {
-            match self.kv.put(
-                LOG,
-                &cid,
-                item([("callee", callee.as_str().into())]),
-                Some(Cond::NotExists),
-            ) {
-                Ok(()) => {}
-                Err(e) if e.is_condition() => {
-                    let row = self
-                        .kv
-                        .get(LOG, &cid)?
-                        .ok_or_else(|| corrupt("log", &cid, "vanished"))?;
-                    if row.contains_key("ret") {
-                        return Ok(());
-                    }
-                    callee = text(&row, "callee")
-                        .ok_or_else(|| corrupt("log", &cid, "names no callee"))?;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let (callee, ret) = self.log_callee(&cid)?;
+        if ret.is_some() {
+            return Ok(());
         }
         let input_json = serde_json::to_string(&input)
             .map_err(|e| BeldiError::Input(format!("cannot encode: {e}")))?;
