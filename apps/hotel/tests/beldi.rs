@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use exoflow_hotel::beldi::{INTENTS, LOG};
-use exoflow_hotel::data::{self, Seed, FLIGHT, HOTEL, ORDER};
+use exoflow_hotel::data::{Seed, FLIGHT, HOTEL, ORDER};
 use exoflow_hotel::kv::Kv;
 
 mod common;
@@ -25,17 +25,14 @@ fn reserve_through_failures(
     std::path::PathBuf,
     Vec<common::Proc>,
 ) {
-    let db = format!("sqlite:{}", dir.join("hotel.db").display());
-    let kv = exoflow_hotel::kv::open(&db).expect("open");
-    data::seed(
-        kv.as_ref(),
-        &Seed {
+    let (kv, db) = common::seeded_sqlite(
+        dir,
+        Seed {
             hotels: 10,
             users: 5,
             capacity: 100,
         },
-    )
-    .expect("seed");
+    );
     let mut flags = vec!["--failure-rate", "0.3", "--failure-point", "after"];
     flags.extend_from_slice(extra);
     let (functions, fn_addr) = common::functions(&db, &flags);
@@ -140,17 +137,14 @@ fn with_its_logs_beldi_is_exactly_once_and_gc_removes_them() {
 #[test]
 fn beldi_mode_refuses_bad_input_and_fails_unknown_items_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite:{}", dir.path().join("hotel.db").display());
-    let kv = exoflow_hotel::kv::open(&db).expect("open");
-    data::seed(
-        kv.as_ref(),
-        &Seed {
+    let (kv, db) = common::seeded_sqlite(
+        dir.path(),
+        Seed {
             hotels: 3,
             users: 2,
             capacity: 1,
         },
-    )
-    .expect("seed");
+    );
     let (_functions, fn_addr) = common::functions(&db, &[]);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

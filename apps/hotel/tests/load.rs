@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use exoflow_hotel::data::{self, Seed};
+use exoflow_hotel::data::Seed;
 use exoflow_hotel::gateway::Mode;
 use exoflow_hotel::load::Mix;
 
@@ -15,17 +15,14 @@ use common::{addr, spawn, BIN};
 #[test]
 fn a_load_is_answered_and_the_database_holds_what_it_reports() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite:{}", dir.path().join("hotel.db").display());
-    let kv = exoflow_hotel::kv::open(&db).expect("open");
-    data::seed(
-        kv.as_ref(),
-        &Seed {
+    let (kv, db) = common::seeded_sqlite(
+        dir.path(),
+        Seed {
             hotels: 5,
             users: 5,
             capacity: 8,
         },
-    )
-    .expect("seed");
+    );
     let (_functions, fn_addr) = common::functions(&db, &["--failure-rate", "0.1"]);
     let gw_addr = addr();
     let store = dir.path().join("store");

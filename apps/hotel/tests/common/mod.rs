@@ -49,3 +49,16 @@ pub fn functions(db: &str, extra: &[&str]) -> (Proc, SocketAddr) {
     );
     (p, at)
 }
+
+/// A SQLite database in `dir`, seeded with `seed`: the database and its spec
+/// (`sqlite:PATH`, for the processes).
+#[allow(dead_code)] // not every test binary seeds SQLite here
+pub fn seeded_sqlite(
+    dir: &std::path::Path,
+    seed: exoflow_hotel::data::Seed,
+) -> (std::sync::Arc<dyn exoflow_hotel::kv::Kv>, String) {
+    let db = format!("sqlite:{}", dir.join("hotel.db").display());
+    let kv = exoflow_hotel::kv::open(&db).expect("open");
+    exoflow_hotel::data::seed(kv.as_ref(), &seed).expect("seed");
+    (kv, db)
+}
